@@ -1,0 +1,206 @@
+"""Channels: names, mirrors, and the local channel seeded from the running interpreter.
+
+A channel in a spec is a name (`conda-forge`), an `http(s)://` URL, or a local path / `file://`
+URL. Each has a *canonical* URL, which is what locks record (so a lock is the same on every
+machine), and a *source* URL, where packages are actually fetched from: the org config's mirror for
+that name when there is one, else the canonical URL.
+
+`seed_channel` writes a local channel holding a relocatable `python` conda package made from the
+running CPython (the interpreter with RUNPATH `$ORIGIN/../lib` set by patchelf, its shared library
+and the standard library), plus any package archives given to it, indexed with py-rattler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import http.server
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .condapkg import FileEntry, PackageSpec, Symlink, tree_files, write_package
+from .errors import ChannelError
+
+DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org"
+LOCAL_CHANNEL = "baseliner-local"
+
+# Parts of the standard library an environment never needs at run time.
+_STDLIB_SKIP = {
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "site-packages",
+    "lib2to3",
+    "__pycache__",
+    "ensurepip",
+    "pydoc_data",
+}
+
+
+@dataclass(frozen=True)
+class ChannelRef:
+    """A channel as the spec names it, where locks say it lives, and where it is fetched from."""
+
+    name: str
+    canonical: str
+    source: str
+
+    def to_source(self, url: str) -> str:
+        """Turn a canonical package URL into the URL to fetch it from."""
+        if url.startswith(self.canonical + "/"):
+            return self.source + url[len(self.canonical) :]
+        return url
+
+    def to_canonical(self, url: str) -> str:
+        if url.startswith(self.source + "/"):
+            return self.canonical + url[len(self.source) :]
+        return url
+
+
+def resolve_channel(name: str, mirrors: Mapping[str, str], base_dir: Path) -> ChannelRef:
+    """Canonical and source URL of a channel named in a spec (relative paths: from `base_dir`)."""
+    if "://" in name:
+        canonical = name.rstrip("/")
+    elif name.startswith(("/", ".")):
+        canonical = (base_dir / name).resolve().as_uri()
+    else:
+        canonical = f"{DEFAULT_CHANNEL_ALIAS}/{name.strip('/')}"
+    source = mirrors.get(name) or mirrors.get(canonical) or canonical
+    return ChannelRef(name=name, canonical=canonical, source=source.rstrip("/"))
+
+
+def resolve_channels(names: Sequence[str], mirrors: Mapping[str, str], base_dir: Path) -> list[ChannelRef]:
+    return [resolve_channel(n, mirrors, base_dir) for n in names]
+
+
+# --- indexing and serving --------------------------------------------------------------------
+
+
+def index_channel(channel_dir: Path) -> None:
+    """(Re)write repodata.json for every subdir of a local channel with py-rattler's indexer."""
+    from rattler.index import index_fs
+
+    (channel_dir / "noarch").mkdir(parents=True, exist_ok=True)
+    try:
+        asyncio.run(index_fs(channel_dir, write_zst=False, write_shards=False, force=True))
+    except Exception as exc:  # rattler raises its own exception types
+        raise ChannelError(f"could not index channel {str(channel_dir)!r}: {exc}") from exc
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve_directory(directory: Path, port: int = 0) -> Iterator[str]:
+    """Serve `directory` over HTTP on 127.0.0.1 for the duration of the block; yields the URL."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --- seeding the local channel ---------------------------------------------------------------
+
+
+def current_subdir() -> str:
+    machine = platform.machine()
+    arch = {"x86_64": "64", "aarch64": "aarch64", "ppc64le": "ppc64le", "arm64": "arm64"}[machine]
+    system = {"linux": "linux", "darwin": "osx"}[sys.platform]
+    return f"{system}-{arch}"
+
+
+def python_package_spec(build_root: Path) -> PackageSpec:
+    """A relocatable `python` package from the running interpreter (Linux, shared libpython)."""
+    prefix = Path(sys.base_prefix)
+    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    libname = sysconfig.get_config_var("INSTSONAME")
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED") or not libname:
+        raise ChannelError(
+            "the running python is not built with a shared libpython",
+            details=[f"interpreter: {sys.base_prefix}"],
+            hint="seed from a CPython built with --enable-shared (pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared)",
+        )
+    if shutil.which("patchelf") is None:
+        raise ChannelError("patchelf is not installed", hint="apt-get install patchelf")
+    stage = build_root / "python"
+    (stage / "bin").mkdir(parents=True)
+    (stage / "lib").mkdir()
+    exe = stage / "bin" / f"python{ver}"
+    shutil.copy2(Path(sys.base_prefix) / "bin" / f"python{ver}", exe)
+    # The interpreter finds libpython next to itself wherever the env is unpacked.
+    subprocess.run(["patchelf", "--set-rpath", "$ORIGIN/../lib", str(exe)], check=True)
+    shutil.copy2(prefix / "lib" / libname, stage / "lib" / libname)
+    for link in (f"libpython{ver}.so",):
+        if (prefix / "lib" / link).exists():
+            (stage / "lib" / link).symlink_to(libname)
+    stdlib = prefix / "lib" / f"python{ver}"
+    shutil.copytree(
+        stdlib,
+        stage / "lib" / f"python{ver}",
+        symlinks=True,
+        ignore=lambda d, names: {
+            n for n in names if n in _STDLIB_SKIP or n.startswith("config-") or n.endswith(".pyc")
+        },
+    )
+    (stage / "lib" / f"python{ver}" / "site-packages").mkdir()
+    files = tree_files(stage, placeholder=str(prefix))
+    files[f"lib/python{ver}/site-packages/README.txt"] = FileEntry(b"site-packages of this env\n")
+    files["bin/python"] = Symlink(f"python{ver}")
+    files["bin/python3"] = Symlink(f"python{ver}")
+    return PackageSpec(
+        name="python",
+        version=platform.python_version(),
+        build=f"0_baseliner_cp{ver.replace('.', '')}",
+        subdir=current_subdir(),
+        files=files,
+        license="Python-2.0",
+    )
+
+
+def seed_channel(channel_dir: Path, extra_packages: Sequence[Path] = ()) -> list[Path]:
+    """Write the local channel: the relocatable python plus `extra_packages`; then index it."""
+    channel_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tempfile.TemporaryDirectory(prefix="baseliner-seed-") as tmp:
+        written.append(write_package(python_package_spec(Path(tmp)), channel_dir))
+    for archive in extra_packages:
+        if not archive.name.endswith((".conda", ".tar.bz2")):
+            raise ChannelError(f"{str(archive)!r} is not a conda package (.conda or .tar.bz2)")
+        subdir = _archive_subdir(archive)
+        target = channel_dir / subdir / archive.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(archive, target)
+        written.append(target)
+    index_channel(channel_dir)
+    return written
+
+
+def _archive_subdir(archive: Path) -> str:
+    import json
+
+    from rattler.package_streaming import extract
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            extract(archive, Path(tmp))
+            index = json.loads((Path(tmp) / "info" / "index.json").read_text())
+        except Exception as exc:
+            raise ChannelError(f"cannot read package {str(archive)!r}: {exc}") from exc
+    return str(index.get("subdir") or "noarch")

@@ -1,0 +1,91 @@
+"""The org config (`baseliner.yaml` at the repo root) and the paths of a baselines repo.
+
+The config maps channel names to mirrors, so a spec that says `conda-forge` is built against an
+internal or offline mirror without editing specs, and names where caches and outputs go.
+Relative paths are relative to the directory holding the config. Every key is optional.
+
+    schema_version: 1
+    channel_mirrors:
+      conda-forge: https://conda.internal.example/conda-forge
+      baseliner-local: build/channel          # a directory (or file:// URL)
+    pip_index_url: https://pypi.org/simple
+    package_cache: build/pkgs
+    dist: dist
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from .spec import CHANNEL_RE, BaselineRepo, StrictModel, read_source, validate_model
+
+CONFIG_NAME = "baseliner.yaml"
+
+
+class OrgConfig(StrictModel):
+    schema_version: Literal[1] = 1
+    channel_mirrors: dict[str, str] = Field(default_factory=dict)
+    pip_index_url: str | None = Field(default=None, pattern=CHANNEL_RE)
+    package_cache: str = "build/pkgs"
+    dist: str = "dist"
+
+
+@dataclass(frozen=True)
+class Project:
+    """A baselines repo: where specs, templates, rendered images and outputs live."""
+
+    root: Path
+    config: OrgConfig = field(default_factory=OrgConfig)
+
+    @classmethod
+    def load(cls, root: Path | str = ".") -> Project:
+        root = Path(root).resolve()
+        path = root / CONFIG_NAME
+        if not path.is_file():
+            return cls(root)
+        config: OrgConfig = validate_model(OrgConfig, read_source(path), "org config", CONFIG_NAME)
+        return cls(root, config)
+
+    def _path(self, value: str) -> Path:
+        return (self.root / value).resolve()
+
+    @property
+    def baselines_dir(self) -> Path:
+        return self.root / "baselines"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / "templates"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def build_dir(self) -> Path:
+        return self.root / "build"
+
+    @property
+    def package_cache(self) -> Path:
+        return self._path(self.config.package_cache)
+
+    @property
+    def dist_dir(self) -> Path:
+        return self._path(self.config.dist)
+
+    def repo(self) -> BaselineRepo:
+        return BaselineRepo(self.baselines_dir)
+
+    def mirrors(self) -> dict[str, str]:
+        """Channel name -> URL, with directories turned into absolute file:// URLs."""
+        out = {}
+        for name, target in self.config.channel_mirrors.items():
+            if "://" in target:
+                out[name] = target.rstrip("/")
+            else:
+                out[name] = self._path(target).as_uri()
+        return out

@@ -1,0 +1,241 @@
+"""Images: the only module that imports docker. Build (streamed), tag, smoke-test, base image.
+
+The Docker client is a parameter everywhere (created by `connect`, never at import time). Builds
+use the low-level streaming API so every line of the build log reaches the progress callback, and
+a failing step is reported with the step and the last lines of its log.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import DockerUnavailable, ImageError
+
+if TYPE_CHECKING:
+    import docker
+
+Report = Callable[[str], None]
+BASE_IMAGE = "baseliner/debian-base:bookworm"
+# What a minimal Debian needs to run the relocatable python and unpack tarballs.
+BASE_PACKAGES = (
+    "libssl3",
+    "libffi8",
+    "libsqlite3-0",
+    "libbz2-1.0",
+    "liblzma5",
+    "zlib1g",
+    "libexpat1",
+    "libreadline8",
+    "libncursesw6",
+    "libuuid1",
+    "libgdbm6",
+    "zstd",
+    "ca-certificates",
+)
+LOG_TAIL = 20
+TEST_LABEL = "io.baseliner.test"
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def connect(timeout: int = 600) -> docker.DockerClient:
+    """A client for the local Docker Engine; DockerUnavailable when none answers."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except DockerException as exc:
+        raise DockerUnavailable(
+            "no Docker Engine can be reached",
+            details=[str(exc).splitlines()[0][:200]],
+            hint="start one (`dockerd --bridge=none --iptables=false --ip6tables=false`) or pass --no-image",
+        ) from None
+    return client
+
+
+def image_exists(client: docker.DockerClient, ref: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(ref)
+    except ImageNotFound:
+        return False
+    return True
+
+
+def build_base_image(
+    client: docker.DockerClient,
+    tag: str = BASE_IMAGE,
+    suite: str = "bookworm",
+    mirror: str = "http://deb.debian.org/debian",
+    report: Report = _noop,
+) -> str:
+    """Build a minimal Debian with debootstrap and `docker import` it; reused when present."""
+    if image_exists(client, tag):
+        report(f"base image {tag} present")
+        return tag
+    with tempfile.TemporaryDirectory(prefix="baseliner-rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        report(f"debootstrap {suite} (minbase) into {rootfs}")
+        cmd = [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(BASE_PACKAGES)}",
+            suite,
+            str(rootfs),
+            mirror,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ImageError(
+                f"debootstrap of {suite} failed",
+                details=proc.stdout.splitlines()[-10:] + proc.stderr.splitlines()[-10:],
+                detail_limit=20,
+                hint="check that debootstrap is installed and the Debian mirror is reachable",
+            )
+        archive = Path(tmp) / "rootfs.tar"
+        with tarfile.open(archive, "w") as tar:
+            tar.add(rootfs, arcname=".")
+        repo, _, version = tag.rpartition(":")
+        report(f"importing {tag}")
+        client.api.import_image(src=str(archive), repository=repo, tag=version)
+    return tag
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """An image built from a context: its id and the tags it got."""
+
+    id: str
+    tags: tuple[str, ...]
+
+
+def _stream_build(
+    client: docker.DockerClient,
+    context: Path,
+    tag: str,
+    buildargs: dict[str, str],
+    labels: dict[str, str],
+    report: Report,
+) -> str:
+    tail: deque[str] = deque(maxlen=LOG_TAIL)
+    step = "(before the first step)"
+    image_id: str | None = None
+    stream: Iterator[dict[str, Any]] = client.api.build(
+        path=str(context),
+        tag=tag,
+        rm=True,
+        forcerm=True,
+        decode=True,
+        buildargs=buildargs,
+        labels=labels,
+        network_mode="none",
+        pull=False,
+    )
+    for chunk in stream:
+        if "stream" in chunk:
+            for line in chunk["stream"].splitlines():
+                if not line.strip():
+                    continue
+                if line.startswith("Step "):
+                    step = line
+                tail.append(line)
+                report(line)
+        if "aux" in chunk and "ID" in chunk["aux"]:
+            image_id = chunk["aux"]["ID"]
+        if "error" in chunk or "errorDetail" in chunk:
+            message = chunk.get("error") or chunk["errorDetail"].get("message", "")
+            raise ImageError(
+                f"docker build of {tag} failed at {step}",
+                details=[*tail, f"error: {message.strip()}"],
+                detail_limit=LOG_TAIL + 1,
+                hint="the lines above are the end of the build log; fix the cause and build again",
+            )
+    if image_id is None:
+        image_id = client.images.get(tag).id
+    return image_id
+
+
+def build_image(
+    client: docker.DockerClient,
+    context: Path,
+    tags: Sequence[str],
+    base_image: str,
+    labels: dict[str, str] | None = None,
+    report: Report = _noop,
+) -> BuiltImage:
+    """Build `context` (streaming the log) and apply every tag."""
+    from docker.errors import APIError
+
+    if not image_exists(client, base_image):
+        raise ImageError(
+            f"base image {base_image!r} is not available to the engine",
+            hint="build it with `invoke base-image`, or set `image.base` to an image the engine has",
+        )
+    try:
+        image_id = _stream_build(client, context, tags[0], {"BASE_IMAGE": base_image}, labels or {}, report)
+        image = client.images.get(image_id)
+        for ref in tags[1:]:
+            repo, _, tag = ref.rpartition(":")
+            image.tag(repo, tag)
+    except APIError as exc:
+        raise ImageError(f"docker build of {tags[0]} failed: {exc.explanation or exc}") from exc
+    return BuiltImage(id=image_id, tags=tuple(tags))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    output: str
+
+
+def run(
+    client: docker.DockerClient,
+    image: str,
+    command: Sequence[str],
+    volumes: dict[str, dict[str, str]] | None = None,
+    user: str | None = None,
+    timeout: int = 120,
+) -> RunResult:
+    """Run a command in a throwaway container: no network, labelled, time-limited, always removed."""
+    container = client.containers.run(
+        image,
+        list(command),
+        detach=True,
+        network_mode="none",
+        user=user,
+        volumes=volumes or {},
+        labels={TEST_LABEL: "smoke"},
+        stderr=True,
+        stdout=True,
+    )
+    try:
+        result = container.wait(timeout=timeout)
+        output = container.logs(stdout=True, stderr=True).decode(errors="replace")
+        return RunResult(int(result.get("StatusCode", 1)), output)
+    finally:
+        container.remove(force=True)
+
+
+def inspect_labels(client: docker.DockerClient, ref: str) -> dict[str, str]:
+    return dict(client.images.get(ref).labels or {})
+
+
+def image_config(client: docker.DockerClient, ref: str) -> dict[str, Any]:
+    return dict(client.api.inspect_image(ref)["Config"])
+
+
+def dumps(data: object) -> str:
+    return json.dumps(data, sort_keys=True)

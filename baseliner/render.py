@@ -1,0 +1,202 @@
+"""Rendering: the build context of each baseline image, from `templates/*.j2` with jinja2.
+
+One jinja `Environment` (StrictUndefined, keep_trailing_newline, trim_blocks, lstrip_blocks) reads
+the repo's `templates/` first and the templates shipped with the package second, so a repo can
+override any template. Logic lives here; templates only loop and branch. Every value that reaches a
+Dockerfile line passes `docker_string` (an allowlist: no control characters, quoted, `$` escaped),
+on top of the spec's own patterns. Outputs hold no timestamp: rendering twice gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .errors import RenderError
+from .lock import LockPaths, lock_hash, read_lock
+from .spec import Baseline
+from .yamlsource import control_characters
+
+PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
+OUTPUTS = ("Dockerfile", "environment.yml", "condarc", "README.md")
+_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9@%+=:,./_-]+$")
+
+
+def docker_string(value: object) -> str:
+    """A value as a double-quoted Dockerfile string; control characters are refused."""
+    text = str(value)
+    bad = control_characters(text)
+    if bad:
+        raise RenderError(f"value {text[:40]!r} holds a control character ({bad[0]})", hint="fix the spec")
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
+
+
+def docker_token(value: object) -> str:
+    """A value placed unquoted on a Dockerfile line: only an allowlist of characters passes."""
+    text = str(value)
+    if not _SAFE_TOKEN.match(text):
+        raise RenderError(f"value {text[:40]!r} is not allowed on a Dockerfile line", hint="fix the spec")
+    return text
+
+
+def yaml_string(value: object) -> str:
+    text = str(value)
+    if control_characters(text):
+        raise RenderError(f"value {text[:40]!r} holds a control character", hint="fix the spec")
+    return json.dumps(text, ensure_ascii=False)
+
+
+def environment(templates_dir: Path | None = None) -> jinja2.Environment:
+    """The one jinja environment: the repo's templates first, the packaged ones second."""
+    loaders: list[jinja2.BaseLoader] = []
+    if templates_dir is not None and templates_dir.is_dir():
+        loaders.append(jinja2.FileSystemLoader(templates_dir))
+    loaders.append(jinja2.FileSystemLoader(PACKAGE_TEMPLATES))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters.update(dq=docker_string, tok=docker_token, yq=yaml_string)
+    return env
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    version: str
+    build: str
+    channel: str
+
+
+def _packages(baseline: Baseline, platform: str) -> tuple[list[Package], list[tuple[str, str]]]:
+    locked = read_lock(baseline, platform)
+    conda = sorted(
+        (
+            Package(
+                str(r.name.normalized),  # type: ignore[attr-defined]
+                str(r.version),  # type: ignore[attr-defined]
+                str(r.build),  # type: ignore[attr-defined]
+                str(r.channel).rstrip("/"),  # type: ignore[attr-defined]
+            )
+            for r in locked.records
+        ),
+        key=lambda p: p.name,
+    )
+    pip: list[tuple[str, str]] = []
+    if locked.pip_lock is not None:
+        for line in locked.pip_lock.read_text(encoding="utf-8").splitlines():
+            match = re.match(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)", line)
+            if match:
+                pip.append((match.group(1), match.group(2)))
+    return conda, pip
+
+
+def image_prefix_user_cache(baseline: Baseline) -> str:
+    return f"/home/{baseline.image.user}/.conda/pkgs"
+
+
+def context(baseline: Baseline, tarball_name: str) -> dict[str, Any]:
+    """Everything the templates see, computed here so templates only loop and branch."""
+    platform = "linux-64" if "linux-64" in baseline.platforms else sorted(baseline.platforms)[0]
+    conda, pip = _packages(baseline, platform)
+    lhash = lock_hash(baseline.path)
+    image = baseline.image
+    user_cache = image_prefix_user_cache(baseline)
+    labels = {
+        "org.opencontainers.image.title": baseline.name,
+        "org.opencontainers.image.version": baseline.version,
+        "org.opencontainers.image.description": baseline.description or baseline.name,
+        "org.opencontainers.image.source": f"baselines/{baseline.path.name}",
+        "io.baseliner.lock-hash": lhash,
+        "io.baseliner.spec-hash": baseline.spec_hash,
+        **image.labels,
+    }
+    env = {
+        "PATH": f"{image.prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "CONDA_PREFIX": image.prefix,
+        "CONDA_PKGS_DIRS": f"{user_cache},{image.shared_cache}",
+        "CONDARC": "/etc/conda/condarc",
+        **image.env,
+    }
+    return {
+        "baseline": baseline,
+        "header": (
+            f"generated by baseliner from baselines/{baseline.path.name} — do not edit; "
+            f"regenerate with `invoke render {baseline.name}`"
+        ),
+        "source": f"baselines/{baseline.path.name}",
+        "platform": platform,
+        "platforms": sorted(baseline.platforms),
+        "conda_packages": conda,
+        "pip_packages": pip,
+        "channels": list(baseline.channels),
+        "image": image,
+        "labels": dict(sorted(labels.items())),
+        "env": env,
+        "user_cache": user_cache,
+        "tarball": tarball_name,
+        "lock_hash": lhash,
+        "tag_short": f"{baseline.version}-{lhash[:12]}",
+        "explicit_files": [f"explicit-{p}.txt" for p in sorted(baseline.platforms)],
+    }
+
+
+def tarball_name(baseline: Baseline) -> str:
+    return f"env.{baseline.pack.format}"
+
+
+def render_outputs(baseline: Baseline, templates_dir: Path | None = None) -> dict[str, bytes]:
+    """The files of `images/NAME/`, by name."""
+    env = environment(templates_dir)
+    ctx = context(baseline, tarball_name(baseline))
+    out: dict[str, bytes] = {}
+    for name in OUTPUTS:
+        try:
+            out[name] = env.get_template(f"{name}.j2").render(ctx).encode()
+        except jinja2.UndefinedError as exc:
+            raise RenderError(f"template {name}.j2 uses an undefined value: {exc.message}") from exc
+        except jinja2.TemplateError as exc:
+            raise RenderError(f"template {name}.j2 failed: {exc}") from exc
+    paths = LockPaths(baseline.path)
+    for platform in sorted(baseline.platforms):
+        out[f"explicit-{platform}.txt"] = paths.explicit(platform).read_bytes()
+    return out
+
+
+def write_outputs(outputs: Mapping[str, bytes], directory: Path) -> list[Path]:
+    """Write rendered files atomically; files no longer rendered are removed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in sorted(outputs.items()):
+        path = directory / name
+        tmp = directory / f".{name}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        written.append(path)
+    for old in directory.iterdir():
+        if old.is_file() and old.name not in outputs:
+            old.unlink()
+    return written
+
+
+def out_of_date(outputs: Mapping[str, bytes], directory: Path) -> list[str]:
+    """Names of files in `directory` that differ from `outputs` (missing, changed or extra)."""
+    stale = [
+        n
+        for n, data in sorted(outputs.items())
+        if not (directory / n).is_file() or (directory / n).read_bytes() != data
+    ]
+    if directory.is_dir():
+        stale += sorted(p.name for p in directory.iterdir() if p.is_file() and p.name not in outputs)
+    return stale

@@ -1,0 +1,214 @@
+"""The invoke tasks: thin, typed wrappers over the library. The root `tasks.py` and the
+`baseliner` console script both use `namespace` from here.
+
+This is the one layer that prints and exits: a `BaselinerError` becomes its one-screen message
+and exit code 1 (no traceback); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from invoke import Collection, Context, Exit, task
+from rich.console import Console
+
+from .config import Project
+from .errors import BaselinerError, LockError, RenderError
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console(stderr=True, highlight=False)
+
+
+def _user_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BaselinerError as exc:
+            raise Exit(exc.render(), code=1) from None
+        except KeyboardInterrupt:
+            raise Exit("interrupted", code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def project(c: Context) -> Project:
+    root = c.config.get("baseliner", {}).get("root") or os.environ.get("BASELINER_ROOT") or "."
+    return Project.load(Path(root))
+
+
+def _report(message: str) -> None:
+    console.print(f"[dim]…[/dim] {message}")
+
+
+def _names(proj: Project, name: str) -> list[str]:
+    return [name] if name else proj.repo().names()
+
+
+def _emit_json(data: object) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+@task(help={"name": "baseline to check (default: all)", "json": "print the result as JSON"})
+@_user_errors
+def validate(c: Context, name: str = "", json: bool = False) -> None:
+    """Check baseline specs: keys, types, match specs, `extends:` (file, line and hint on error)."""
+    proj = project(c)
+    repo = proj.repo()
+    results, failures = [], []
+    for each in _names(proj, name):
+        try:
+            baseline = repo.resolve(each)
+            results.append(
+                {
+                    "name": each,
+                    "ok": True,
+                    "spec_hash": baseline.spec_hash,
+                    "chain": list(baseline.chain),
+                }
+            )
+        except BaselinerError as exc:
+            results.append({"name": each, "ok": False, "error": exc.render()})
+            failures.append(exc)
+    if json:
+        _emit_json(results)
+    else:
+        for r in results:
+            if r["ok"]:
+                console.print(f"[green]ok[/green] {r['name']} ({' -> '.join(r['chain'])})")
+    if failures:
+        raise Exit("\n".join(f.render() for f in failures), code=1)
+
+
+@task(
+    name="seed-channel",
+    help={
+        "directory": "channel directory (default: the mirror of 'baseliner-local' in baseliner.yaml, else build/channel)",
+        "package": "extra .conda/.tar.bz2 file to add (repeatable)",
+    },
+    iterable=["package"],
+)
+@_user_errors
+def seed_channel(c: Context, directory: str | None = None, package: list[str] | None = None) -> None:
+    """Write the local channel: a relocatable python from this interpreter (+ packages), indexed."""
+    from .channels import LOCAL_CHANNEL
+    from .channels import seed_channel as seed
+
+    proj = project(c)
+    target = Path(directory) if directory else _local_channel_dir(proj)
+    with console.status(f"seeding {target} (packing the running python)"):
+        written = seed(target, [Path(p) for p in package or []])
+    for path in written:
+        console.print(f"[green]wrote[/green] {path}")
+    console.print(f"channel {LOCAL_CHANNEL!r} ready at {target}")
+
+
+def _local_channel_dir(proj: Project) -> Path:
+    from .channels import LOCAL_CHANNEL
+
+    url = proj.mirrors().get(LOCAL_CHANNEL)
+    if url and url.startswith("file://"):
+        return Path(url.removeprefix("file://"))
+    return proj.build_dir / "channel"
+
+
+@task(
+    help={
+        "name": "baseline to lock (default: all)",
+        "check": "only check: exit 1 naming each stale baseline",
+        "force": "re-solve even when the lock is fresh",
+        "json": "with --check: print the result as JSON",
+    }
+)
+@_user_errors
+def lock(c: Context, name: str = "", check: bool = False, force: bool = False, json: bool = False) -> None:
+    """Solve with py-rattler and write NAME.lock, @EXPLICIT files and the pip lock next to the spec."""
+    from .lock import lock_baseline, stale_reason
+
+    proj = project(c)
+    repo = proj.repo()
+    baselines = [repo.resolve(n) for n in _names(proj, name)]
+    if check:
+        stale = {b.name: r for b in baselines if (r := stale_reason(b))}
+        if json:
+            _emit_json({b.name: stale.get(b.name, "fresh") for b in baselines})
+        if stale:
+            raise LockError(
+                f"{len(stale)} baseline lock(s) out of date",
+                details=[f"{n}: {r}" for n, r in sorted(stale.items())],
+                detail_limit=50,
+                hint="run `invoke lock` and commit the result",
+            )
+        if not json:
+            console.print(f"[green]ok[/green] {len(baselines)} lock(s) fresh")
+        return
+    for baseline in baselines:
+        if not force and stale_reason(baseline) is None:
+            console.print(f"[green]fresh[/green] {baseline.name} (spec unchanged; --force re-solves)")
+            continue
+        with console.status(f"locking {baseline.name}"):
+            written = lock_baseline(
+                baseline, proj.mirrors(), proj.build_dir, proj.config.pip_index_url, _report
+            )
+        for path in written:
+            console.print(f"[green]wrote[/green] {path.relative_to(proj.root)}")
+
+
+@task(
+    help={
+        "name": "baseline to render (default: all locked)",
+        "check": "fail when images/ is out of date",
+    }
+)
+@_user_errors
+def render(c: Context, name: str = "", check: bool = False) -> None:
+    """Render images/NAME/ (Dockerfile, environment.yml, explicit lock, condarc, README) from templates."""
+    from .lock import LockPaths
+    from .render import out_of_date, render_outputs, write_outputs
+
+    proj = project(c)
+    repo = proj.repo()
+    stale: list[str] = []
+    for each in _names(proj, name):
+        baseline = repo.resolve(each)
+        if not name and not LockPaths(baseline.path).lock.is_file():
+            console.print(f"[yellow]skip[/yellow] {each}: not locked (`invoke lock {each}`)")
+            continue
+        outputs = render_outputs(baseline, proj.templates_dir)
+        directory = proj.images_dir / each
+        if check:
+            stale += [f"images/{each}/{n}" for n in out_of_date(outputs, directory)]
+        else:
+            write_outputs(outputs, directory)
+            console.print(f"[green]rendered[/green] images/{each}/ ({len(outputs)} files)")
+    if check:
+        if stale:
+            raise RenderError(
+                "rendered files are out of date",
+                details=stale,
+                detail_limit=20,
+                hint="run `invoke render` and commit the result",
+            )
+        console.print("[green]ok[/green] images/ is up to date")
+
+
+@task(
+    name="base-image",
+    help={"tag": "tag of the imported image", "suite": "Debian suite for debootstrap"},
+)
+@_user_errors
+def base_image(c: Context, tag: str = "", suite: str = "bookworm") -> None:
+    """Build the local minimal Debian base image (debootstrap + docker import), once."""
+    from .images import BASE_IMAGE, build_base_image, connect
+
+    built = build_base_image(connect(), tag or BASE_IMAGE, suite, report=_report)
+    console.print(f"[green]ok[/green] base image {built}")
+
+
+namespace = Collection(validate, seed_channel, lock, render, base_image)
+namespace.configure({"baseliner": {"root": None}})

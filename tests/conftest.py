@@ -1,0 +1,96 @@
+"""Shared fixtures: a real conda channel (on disk and over HTTP on 127.0.0.1), a local PyPI-style
+index of tiny wheels, and throwaway baseline repos in tmp_path."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from baseliner.channels import serve_directory
+from baseliner.config import Project
+
+from .support.fixture_channel import build_fixture_channel
+from .support.wheels import build_fixture_wheels
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def channel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_fixture_channel(tmp_path_factory.mktemp("channel"))
+
+
+@pytest.fixture(scope="session")
+def http_channel(channel_dir: Path) -> Iterator[str]:
+    with serve_directory(channel_dir) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def pypi_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("pypi")
+    build_fixture_wheels(root)
+    with serve_directory(root) as url:
+        yield f"{url}/simple"
+
+
+MakeProject = Callable[..., Project]
+
+
+@pytest.fixture
+def make_project(tmp_path: Path, channel_dir: Path, pypi_index: str) -> MakeProject:
+    """A baselines repo in tmp_path whose `fixture` channel is the test channel."""
+
+    def make(
+        specs: dict[str, dict | str], channel_url: str | None = None, root: Path | None = None
+    ) -> Project:
+        root = root or tmp_path / "repo"
+        (root / "baselines").mkdir(parents=True, exist_ok=True)
+        config = {
+            "schema_version": 1,
+            "channel_mirrors": {"fixture": channel_url or channel_dir.as_uri()},
+            "pip_index_url": pypi_index,
+            "package_cache": "build/pkgs",
+        }
+        (root / "baseliner.yaml").write_text(yaml.safe_dump(config))
+        for name, spec in specs.items():
+            text = spec if isinstance(spec, str) else yaml.safe_dump(spec, sort_keys=False)
+            (root / "baselines" / f"{name}.yaml").write_text(text)
+        return Project.load(root)
+
+    return make
+
+
+def spec(name: str, **fields: object) -> dict:
+    """A minimal valid baseline spec on the fixture channel."""
+    base: dict[str, object] = {
+        "schema_version": 1,
+        "name": name,
+        "version": "1.0",
+        "channels": ["fixture"],
+        "conda": ["python 3.*"],
+    }
+    base.update(fields)
+    return base
+
+
+@pytest.fixture
+def copy_data(tmp_path: Path) -> Callable[[str], Path]:
+    """Copy a file or folder from tests/data into tmp_path (fixture data is never written in place)."""
+
+    def copy(rel: str) -> Path:
+        src = DATA / rel
+        dst = tmp_path / "data" / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy2(src, dst)
+        return dst
+
+    return copy

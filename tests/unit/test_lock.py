@@ -1,0 +1,112 @@
+"""Locking against the fixture channel, on disk and over HTTP: determinism, staleness, formats."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from baseliner.errors import LockError
+from baseliner.lock import LockPaths, lock_baseline, lock_hash, read_lock, stale_reason
+
+from ..conftest import MakeProject, spec
+
+
+def _lock(project, name: str):  # type: ignore[no-untyped-def]
+    baseline = project.repo().resolve(name)
+    lock_baseline(baseline, project.mirrors(), project.build_dir, project.config.pip_index_url)
+    return baseline
+
+
+def test_lock_twice_gives_identical_bytes(make_project: MakeProject) -> None:
+    project = make_project(
+        {"ml": spec("ml", conda=["python 3.*", "prefixdemo", "hello-noarch"], pip=["tinyapp"])}
+    )
+    baseline = _lock(project, "ml")
+    paths = LockPaths(baseline.path)
+    files = [paths.lock, paths.explicit("linux-64"), paths.pip("linux-64")]
+    first = {p: p.read_bytes() for p in files}
+    _lock(project, "ml")
+    assert {p: p.read_bytes() for p in files} == first
+    assert stale_reason(baseline) is None
+
+
+@pytest.mark.parametrize("over_http", [False, True])
+def test_lock_records_canonical_urls_and_hashes(
+    make_project: MakeProject, http_channel: str, over_http: bool
+) -> None:
+    project = make_project(
+        {"ml": spec("ml", conda=["python 3.*", "prefixdemo", "hello-noarch"])},
+        channel_url=http_channel if over_http else None,
+    )
+    baseline = _lock(project, "ml")
+    records = read_lock(baseline, "linux-64").records
+    names = sorted(str(r.name.normalized) for r in records)
+    assert names == ["hello-noarch", "prefixdemo", "python"]
+    for record in records:
+        assert record.url.startswith("https://conda.anaconda.org/fixture/")
+        assert record.sha256 is not None and record.md5 is not None
+    text = LockPaths(baseline.path).lock.read_text()
+    assert "127.0.0.1" not in text and "file://" not in text
+
+
+def test_explicit_file_parses_back_in_dependency_order(make_project: MakeProject) -> None:
+    from rattler.explicit_environment import ExplicitEnvironmentSpec
+
+    project = make_project({"ml": spec("ml", conda=["hello-noarch", "needs-old-foo"])})
+    baseline = _lock(project, "ml")
+    path = LockPaths(baseline.path).explicit("linux-64")
+    lines = path.read_text().splitlines()
+    assert "@EXPLICIT" in lines and "# platform: linux-64" in lines
+    urls = [line for line in lines if not line.startswith(("#", "@"))]
+    assert all(len(u.rsplit("#", 1)[1]) == 32 for u in urls)  # URL#md5, as conda writes it
+    parsed = ExplicitEnvironmentSpec.from_path(path)
+    assert [e.url for e in parsed.packages] == urls
+    order = [u.rsplit("/", 1)[1].split("-")[0] for u in urls]
+    assert order.index("libfoo") < order.index("needs")  # dependencies first
+    assert order.index("python") < order.index("hello")
+    assert any("libfoo-1.0" in u for u in urls)  # needs-old-foo pins libfoo <2
+
+
+def test_editing_the_spec_makes_the_lock_stale(make_project: MakeProject) -> None:
+    project = make_project({"ml": spec("ml")})
+    baseline = _lock(project, "ml")
+    assert stale_reason(baseline) is None
+    path = baseline.path
+    data = yaml.safe_load(path.read_text())
+    data["conda"].append("libfoo")
+    path.write_text(yaml.safe_dump(data))
+    edited = project.repo().resolve("ml")
+    assert stale_reason(edited) == "the spec changed since it was locked"
+    with pytest.raises(LockError, match="out of date"):
+        read_lock(edited, "linux-64")
+
+
+def test_lock_hash_covers_pip_lock(make_project: MakeProject) -> None:
+    project = make_project({"ml": spec("ml", pip=["tinyapp"])})
+    baseline = _lock(project, "ml")
+    before = lock_hash(baseline.path)
+    pip = LockPaths(baseline.path).pip("linux-64")
+    text = pip.read_text()
+    assert "tinyapp==0.5.0" in text and "tinyutil==1.2.0" in text and "--hash=sha256:" in text
+    pip.write_text(text + "\n")
+    assert lock_hash(baseline.path) != before
+
+
+def test_conflicting_levels_are_named(make_project: MakeProject) -> None:
+    parent = spec("parent", conda=["python 3.*", "libfoo >=2"])
+    child = spec("child", conda=["needs-old-foo"], extends="parent")
+    del child["channels"]
+    project = make_project({"parent": parent, "child": child})
+    with pytest.raises(LockError) as info:
+        _lock(project, "child")
+    text = info.value.render()
+    assert "could not solve baseline 'child'" in text
+    assert "libfoo >=2   (asked by parent)" in text
+    assert "needs-old-foo   (asked by child)" in text
+
+
+def test_missing_package_is_explained(make_project: MakeProject) -> None:
+    project = make_project({"ml": spec("ml", conda=["python 3.*", "no-such-package"])})
+    with pytest.raises(LockError) as info:
+        _lock(project, "ml")
+    assert "no-such-package" in info.value.render()
