@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import DockerUnavailable, ImageError
+from .smoke import SmokePlan
 
 if TYPE_CHECKING:
     import docker
@@ -239,3 +240,63 @@ def image_config(client: docker.DockerClient, ref: str) -> dict[str, Any]:
 
 def dumps(data: object) -> str:
     return json.dumps(data, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class SmokeReport:
+    uid: int
+    imported: tuple[str, ...]
+    entry_points: tuple[str, ...]
+    shared_cache_read_only: bool
+
+
+def smoke_test(
+    client: docker.DockerClient,
+    ref: str,
+    plan: SmokePlan,
+    shared_cache: str,
+    report: Report = _noop,
+) -> SmokeReport:
+    """Run the image as its (non-root) user with no network: import, run entry points, check the cache."""
+    report(
+        f"smoke test {ref}: import {len(plan.modules)} module(s), run {len(plan.entry_points)} entry point(s)"
+    )
+    result = run(client, ref, ["python", "-c", plan.script()])
+    lines = [line for line in result.output.splitlines() if line.startswith("{")]
+    if result.exit_code != 0 or not lines:
+        raise ImageError(
+            f"smoke test of {ref}: python did not run",
+            details=result.output.strip().splitlines()[-LOG_TAIL:],
+            detail_limit=LOG_TAIL,
+            hint="the base image may lack a system library the interpreter needs",
+        )
+    data = json.loads(lines[-1])
+    problems = [f"import {m}: {why}" for m, why in sorted(data["failed"].items())]
+    if data["uid"] == 0:
+        problems.append("the image runs as root (uid 0)")
+    for entry in plan.entry_points:
+        ep = run(client, ref, [entry, "--help"])
+        if ep.exit_code != 0:
+            tail = ep.output.strip().splitlines()[-1:] or ["(no output)"]
+            problems.append(f"entry point {entry} --help exited {ep.exit_code}: {tail[0]}")
+    read_only = _shared_cache_is_read_only(client, ref, shared_cache)
+    if not read_only:
+        problems.append(f"{shared_cache} is writable although the volume is mounted read-only")
+    if problems:
+        raise ImageError(f"smoke test of {ref} failed", details=problems, detail_limit=10,
+                         hint="fix the spec (missing dependency?) and build again")  # fmt: skip
+    return SmokeReport(int(data["uid"]), tuple(data["imported"]), plan.entry_points, read_only)
+
+
+def _shared_cache_is_read_only(client: docker.DockerClient, ref: str, path: str) -> bool:
+    volume = client.volumes.create(labels={TEST_LABEL: "smoke"})
+    try:
+        probe = run(
+            client, ref,
+            ["sh", "-c", f'test -d "{path}" && case ",$CONDA_PKGS_DIRS," in *",{path},"*) ;; *) exit 3;; esac; '
+                         f'touch "{path}/.baseliner-write-probe" 2>/dev/null && exit 0; exit 1'],
+            volumes={volume.name: {"bind": path, "mode": "ro"}},
+        )  # fmt: skip
+        return probe.exit_code == 1
+    finally:
+        volume.remove(force=True)

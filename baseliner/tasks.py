@@ -12,13 +12,16 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from invoke import Collection, Context, Exit, task
 from rich.console import Console
 
 from .config import Project
 from .errors import BaselinerError, LockError, RenderError
+
+if TYPE_CHECKING:
+    from .build import BuildResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console(stderr=True, highlight=False)
@@ -210,5 +213,92 @@ def base_image(c: Context, tag: str = "", suite: str = "bookworm") -> None:
     console.print(f"[green]ok[/green] base image {built}")
 
 
-namespace = Collection(validate, seed_channel, lock, render, base_image)
+def _summary(result: BuildResult) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{result.name} {result.version}", title_justify="left")
+    table.add_column("step")
+    table.add_column("seconds", justify="right")
+    table.add_column("result")
+    for step in result.steps:
+        table.add_row(step.name, f"{step.seconds:.1f}", step.detail)
+    if not result.rebuilt:
+        table.add_row("(all)", "0.0", "nothing changed: no-op")
+    console.print(table)
+    size = result.tarball.stat().st_size if result.tarball.is_file() else 0
+    console.print(f"tarball  {result.tarball} ({size / 1e6:.1f} MB)")
+    console.print(f"image    {', '.join(result.image_tags) or '-'} {result.image_note}")
+    for finding in result.warnings:
+        console.print(f"[yellow]warning[/yellow] [{finding.check}] {finding.message} — fix: {finding.fix}")
+
+
+def _build(c: Context, names: list[str], no_image: bool, force: bool, json: bool) -> None:
+    from .build import BuildOptions, build_baseline
+
+    proj = project(c)
+    options = BuildOptions(image=not no_image, force=force)
+    results = []
+    for name in names:
+        with console.status(f"building {name}") as status:
+
+            def report(message: str, status: Any = status, name: str = name) -> None:
+                status.update(f"building {name}: {message[:100]}")
+
+            result = build_baseline(proj, name, options, report)
+        results.append(result)
+        if json:
+            continue
+        _summary(result)
+    if json:
+        _emit_json([r.as_dict() for r in results])
+
+
+@task(
+    name="build-baseline",
+    positional=["name"],
+    help={
+        "name": "baseline to build",
+        "no_image": "skip the image on purpose (env, tarball and render only)",
+        "force": "rebuild even when nothing changed",
+        "json": "print the build result as JSON",
+    },
+)
+@_user_errors
+def build_baseline_task(
+    c: Context, name: str, no_image: bool = False, force: bool = False, json: bool = False
+) -> None:
+    """Lock (if stale), install, lint, pack, render, build the image and smoke-test it."""
+    _build(c, [name], no_image, force, json)
+
+
+@task(
+    name="build-all", help={"no_image": "skip images", "force": "rebuild everything", "json": "JSON output"}
+)
+@_user_errors
+def build_all(c: Context, no_image: bool = False, force: bool = False, json: bool = False) -> None:
+    """Build every baseline, parents before children (`extends:` order)."""
+    proj = project(c)
+    _build(c, [b.name for b in proj.repo().resolve_all()], no_image, force, json)
+
+
+@task(
+    positional=["tarball", "dest"],
+    help={
+        "tarball": "a tarball made by build-baseline (its .sha256 next to it)",
+        "dest": "new directory to unpack into",
+        "no_verify": "skip the checksum (only if you verified it another way)",
+    },
+)
+@_user_errors
+def unpack(c: Context, tarball: str, dest: str, no_verify: bool = False) -> None:
+    """Verify, safely extract and conda-unpack a baseline tarball at a new path."""
+    from .pack import unpack as do_unpack
+
+    prefix = do_unpack(Path(tarball), Path(dest), verify=not no_verify, report=_report)
+    console.print(f"[green]ok[/green] environment ready at {prefix} (python: {prefix / 'bin' / 'python'})")
+
+
+namespace = Collection(
+    validate, seed_channel, lock, render, base_image, build_baseline_task, build_all, unpack
+)
 namespace.configure({"baseliner": {"root": None}})

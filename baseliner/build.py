@@ -1,0 +1,354 @@
+"""`build-baseline`: lock (if stale) -> env -> lint -> pack -> render -> image -> smoke test.
+
+Outputs for baseline NAME at VERSION, platform P:
+
+* `build/envs/NAME-VERSION-P/` — the environment (staged, renamed into place on success);
+* `dist/NAME/VERSION/NAME-VERSION-P.tar.gz` (or `.tar.zst`) + `.sha256`, and `manifest.json`;
+* `images/NAME/` — the rendered build context;
+* images `NAME:VERSION` and `NAME:VERSION-<12 hex of the lock hash>`.
+
+A *build key* (sha256 of the lock hash, the templates, the build options and baseliner's version)
+decides what is fresh: a tarball whose manifest has the same key (and whose checksum matches) is
+not rebuilt; an image labelled with the same key is not rebuilt. Rebuilding with nothing changed
+therefore does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .channels import resolve_channels
+from .condapkg import FIXED_MTIME
+from .config import Project
+from .envs import clean_stale_staging, install_env, normalise_mtimes
+from .errors import DockerUnavailable, PackError
+from .lint import Finding, lint_env, raise_on_errors
+from .lock import lock_baseline, lock_hash, read_lock, stale_reason
+from .pack import pack_env, sha256_file
+from .render import PACKAGE_TEMPLATES, render_outputs, tarball_name, write_outputs
+from .spec import Baseline
+
+Report = Callable[[str], None]
+MANIFEST_VERSION = 1
+BUILD_KEY_LABEL = "io.baseliner.build-key"
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    image: bool = True
+    platform: str = "linux-64"
+    force: bool = False
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float
+    detail: str
+
+
+@dataclass
+class BuildResult:
+    name: str
+    version: str
+    build_key: str
+    tarball: Path
+    manifest: Path
+    steps: list[Step] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+    image_tags: tuple[str, ...] = ()
+    image_note: str = ""
+    rebuilt: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "build_key": self.build_key,
+            "tarball": str(self.tarball),
+            "manifest": str(self.manifest),
+            "rebuilt": self.rebuilt,
+            "image_tags": list(self.image_tags),
+            "image_note": self.image_note,
+            "steps": [
+                {"name": s.name, "seconds": round(s.seconds, 3), "detail": s.detail} for s in self.steps
+            ],
+            "warnings": [f.message for f in self.warnings],
+        }
+
+
+@dataclass(frozen=True)
+class BuildPaths:
+    project: Project
+    baseline: Baseline
+    platform: str
+
+    @property
+    def stem(self) -> str:
+        return f"{self.baseline.name}-{self.baseline.version}-{self.platform}"
+
+    @property
+    def env(self) -> Path:
+        return self.project.build_dir / "envs" / self.stem
+
+    @property
+    def out_dir(self) -> Path:
+        return self.project.dist_dir / self.baseline.name / self.baseline.version
+
+    @property
+    def tarball(self) -> Path:
+        return self.out_dir / f"{self.stem}.{self.baseline.pack.format}"
+
+    @property
+    def manifest(self) -> Path:
+        return self.out_dir / "manifest.json"
+
+
+def _templates_digest(project: Project) -> str:
+    digest = hashlib.sha256()
+    for directory in (project.templates_dir, PACKAGE_TEMPLATES):
+        if directory.is_dir():
+            for path in sorted(directory.glob("*.j2")):
+                digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def build_key(project: Project, baseline: Baseline, options: BuildOptions) -> str:
+    """sha256 of a canonical, versioned serialisation of everything a build's output depends on."""
+    data = {
+        "v": 1,
+        "baseliner": __version__,
+        "lock": lock_hash(baseline.path),
+        "templates": _templates_digest(project),
+        "platform": options.platform,
+        "pack": baseline.pack.model_dump(mode="json"),
+        "image": baseline.image.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def image_tags(baseline: Baseline) -> tuple[str, str]:
+    lhash = lock_hash(baseline.path)
+    return f"{baseline.name}:{baseline.version}", f"{baseline.name}:{baseline.version}-{lhash[:12]}"
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def tarball_fresh(paths: BuildPaths, key: str) -> bool:
+    manifest = _read_manifest(paths.manifest)
+    if not manifest or manifest.get("build_key") != key or not paths.tarball.is_file():
+        return False
+    return bool(manifest.get("tarball", {}).get("sha256") == sha256_file(paths.tarball))
+
+
+def _tool_versions() -> dict[str, str]:
+    import platform as _platform
+    from importlib.metadata import version
+
+    out = {"baseliner": __version__, "python": _platform.python_version()}
+    for dist in ("py-rattler", "conda-pack", "uv", "docker"):
+        try:
+            out[dist] = version(dist)
+        except Exception:
+            out[dist] = "unknown"
+    return out
+
+
+def _env_size(prefix: Path) -> tuple[int, int]:
+    size = files = 0
+    for dirpath, _, filenames in os.walk(prefix):
+        for name in filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            size += st.st_size
+            files += 1
+    return size, files
+
+
+def manifest_data(
+    paths: BuildPaths, key: str, sha: str, size: int, env_prefix: Path, image: dict[str, Any] | None
+) -> dict[str, Any]:
+    baseline = paths.baseline
+    locked = read_lock(baseline, paths.platform)
+    conda = sorted(
+        (
+            {
+                "name": str(r.name.normalized),  # type: ignore[attr-defined]
+                "version": str(r.version),  # type: ignore[attr-defined]
+                "build": str(r.build),  # type: ignore[attr-defined]
+                "channel": str(r.channel).rstrip("/"),  # type: ignore[attr-defined]
+                "url": r.url,  # type: ignore[attr-defined]
+                "sha256": r.sha256.hex(),  # type: ignore[attr-defined]
+            }
+            for r in locked.records
+        ),
+        key=lambda p: p["name"],
+    )
+    pip = []
+    if locked.pip_lock is not None:
+        for line in locked.pip_lock.read_text().splitlines():
+            if "==" in line and not line.startswith(("#", " ")):
+                name, _, version = line.split(" ")[0].partition("==")
+                pip.append({"name": name, "version": version})
+    env_bytes, env_files = _env_size(env_prefix) if env_prefix.is_dir() else (0, 0)
+    return {
+        "schema_version": MANIFEST_VERSION,
+        "name": baseline.name,
+        "version": baseline.version,
+        "platform": paths.platform,
+        "spec_hash": baseline.spec_hash,
+        "lock_hash": lock_hash(baseline.path),
+        "build_key": key,
+        "extends": list(baseline.chain[:-1]),
+        "tarball": {"name": paths.tarball.name, "format": baseline.pack.format, "sha256": sha, "size": size},
+        "environment": {"prefix_at_build": str(env_prefix), "bytes": env_bytes, "files": env_files},
+        "packages": {"conda": conda, "pip": pip},
+        "image": image,
+        "tools": _tool_versions(),
+    }
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+@contextmanager
+def _step(result: BuildResult, name: str, report: Report) -> Iterator[list[str]]:
+    detail: list[str] = []
+    start = time.perf_counter()
+    report(f"[{name}]")
+    yield detail
+    result.steps.append(Step(name, time.perf_counter() - start, "; ".join(detail)))
+
+
+def build_baseline(
+    project: Project,
+    name: str,
+    options: BuildOptions = BuildOptions(),
+    report: Report = _noop,
+    connect: Callable[[], Any] | None = None,
+) -> BuildResult:
+    """Build one baseline end to end (see the module docstring)."""
+    baseline = project.repo().resolve(name)
+    paths = BuildPaths(project, baseline, options.platform)
+    if options.platform not in baseline.platforms:
+        raise PackError(f"baseline {name!r} is not locked for {options.platform}",
+                        hint=f"platforms: {', '.join(baseline.platforms)}")  # fmt: skip
+    result = BuildResult(name, baseline.version, "", paths.tarball, paths.manifest, rebuilt=False)
+
+    if stale_reason(baseline) is not None:
+        with _step(result, "lock", report) as detail:
+            lock_baseline(
+                baseline, project.mirrors(), project.build_dir, project.config.pip_index_url, report
+            )
+            detail.append(f"re-solved ({stale_reason(baseline) or 'fresh now'})")
+    key = build_key(project, baseline, options)
+    result.build_key = key
+    image_info: dict[str, Any] | None = (_read_manifest(paths.manifest) or {}).get("image")
+
+    if options.force or not tarball_fresh(paths, key):
+        result.rebuilt = True
+        clean_stale_staging(paths.env.parent)
+        with _step(result, "env", report) as detail:
+            locked = read_lock(baseline, options.platform)
+            refs = resolve_channels(baseline.channels, project.mirrors(), baseline.path.parent)
+            installed = install_env(
+                locked, refs, paths.env, project.package_cache, project.config.pip_index_url, report=report
+            )
+            detail.append(f"{installed.conda_packages} conda + {installed.pip_packages} pip packages, "
+                          f"cache hits {installed.cache_hits}/{installed.conda_packages}")  # fmt: skip
+        with _step(result, "lint", report) as detail:
+            findings = lint_env(paths.env, [baseline.image.prefix])
+            raise_on_errors(name, findings)
+            result.warnings = [f for f in findings if f.severity == "warning"]
+            detail.append(f"{len(result.warnings)} warning(s)")
+        with _step(result, "pack", report) as detail:
+            normalise_mtimes(paths.env, FIXED_MTIME)
+            packed = pack_env(paths.env, paths.tarball, baseline.pack.format, baseline.pack.compress_level,
+                              baseline.pack.threads, report)  # fmt: skip
+            detail.append(f"{packed.size / 1e6:.1f} MB {baseline.pack.format}")
+        image_info = None
+        _write_json_atomic(
+            paths.manifest, manifest_data(paths, key, packed.sha256, packed.size, paths.env, None)
+        )
+
+    with _step(result, "render", report) as detail:
+        outputs = render_outputs(baseline, project.templates_dir)
+        write_outputs(outputs, project.images_dir / name)
+        detail.append(f"images/{name}/ ({len(outputs)} files)")
+
+    if options.image:
+        _image_steps(project, paths, key, options, result, report, connect, image_info)
+    else:
+        result.image_note = "skipped (--no-image)"
+    return result
+
+
+def _image_steps(project: Project, paths: BuildPaths, key: str, options: BuildOptions, result: BuildResult,
+                 report: Report, connect: Callable[[], Any] | None, image_info: dict[str, Any] | None) -> None:  # fmt: skip
+    from . import images, smoke
+
+    baseline = paths.baseline
+    try:
+        client = (connect or images.connect)()
+    except DockerUnavailable as exc:
+        result.image_note = f"not built: {exc.message} ({exc.details[0] if exc.details else ''})"
+        report(result.image_note)
+        return
+    tags = image_tags(baseline)
+    labels = {}
+    if images.image_exists(client, tags[1]):
+        labels = images.inspect_labels(client, tags[1])
+    if not options.force and labels.get(BUILD_KEY_LABEL) == key and image_info:
+        result.image_tags = tags
+        result.image_note = "fresh"
+        return
+    result.rebuilt = True
+    with _step(result, "image", report) as detail:
+        with tempfile.TemporaryDirectory(prefix=f"baseliner-context-{baseline.name}-") as tmp:
+            context = Path(tmp)
+            for item in (project.images_dir / baseline.name).iterdir():
+                shutil.copy2(item, context / item.name)
+            _link_or_copy(paths.tarball, context / tarball_name(baseline))
+            built = images.build_image(client, context, tags, baseline.image.base,
+                                       labels={BUILD_KEY_LABEL: key}, report=report)  # fmt: skip
+        detail.append(f"{', '.join(tags)} ({built.id[7:19]})")
+    with _step(result, "smoke", report) as detail:
+        plan = smoke.plan(paths.env, baseline, project.package_cache)
+        checked = images.smoke_test(client, tags[1], plan, baseline.image.shared_cache, report)
+        detail.append(
+            f"uid {checked.uid}, {len(checked.imported)} import(s), {len(checked.entry_points)} entry point(s), cache read-only"
+        )
+    result.image_tags = tags
+    manifest = _read_manifest(paths.manifest) or {}
+    manifest["image"] = {"tags": list(tags), "id": built.id, "base": baseline.image.base}
+    _write_json_atomic(paths.manifest, manifest)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -1,0 +1,183 @@
+"""Installing a lock into a prefix: conda packages with py-rattler, then the pip lock with uv.
+
+The environment is built in a staging directory next to its final path and renamed into place
+only when every step succeeded, so a failed or killed build never leaves a half-made environment
+where a finished one is expected. Files are written as if they lived at the final path
+(py-rattler's `alternative_target_prefix`; pip script shebangs are retargeted), so the rename
+leaves an ordinary, working conda prefix (conda-meta records) that conda, mamba and conda-pack read.
+
+Packages come from the package cache (`build/pkgs` by default): extracted once, then hardlinked
+into every environment where the filesystem allows (files with a prefix placeholder are copied).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .channels import ChannelRef
+from .errors import EnvError
+from .lock import LockedEnv
+
+Report = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    prefix: Path
+    conda_packages: int
+    pip_packages: int
+    cache_hits: int
+    cache_misses: int
+
+
+def _source_records(records: Sequence[object], refs: Sequence[ChannelRef]) -> list[object]:
+    """Records pointing at the configured mirrors instead of the canonical URLs of the lock."""
+    out = []
+    for record in records:
+        for ref in refs:
+            url = record.url  # type: ignore[attr-defined]
+            if url.startswith(ref.canonical + "/"):
+                record.url = ref.to_source(url)  # type: ignore[attr-defined]
+                break
+        out.append(record)
+    return out
+
+
+def _cache_hits(records: Sequence[object], cache: Path) -> int:
+    hits = 0
+    for record in records:
+        name = record.file_name  # type: ignore[attr-defined]
+        stem = name.removesuffix(".conda").removesuffix(".tar.bz2")
+        if (cache / stem / "info" / "index.json").is_file():
+            hits += 1
+    return hits
+
+
+def install_conda(records: Sequence[object], staging: Path, final: Path, cache: Path) -> None:
+    from rattler import install
+
+    try:
+        asyncio.run(
+            install(
+                list(records),  # type: ignore[arg-type]
+                target_prefix=staging,
+                cache_dir=cache,
+                installed_packages=[],
+                alternative_target_prefix=final,
+                show_progress=False,
+                execute_link_scripts=False,
+            )
+        )
+    except Exception as exc:  # rattler's InstallerError, hash mismatches, network errors
+        raise EnvError(
+            f"installing conda packages into {final} failed",
+            details=str(exc).strip().splitlines()[:10],
+            hint="a package may be corrupt (hash mismatch) or a channel unreachable; check the mirror and retry",
+        ) from exc
+
+
+def install_pip(pip_lock: Path, staging: Path, final: Path, index_url: str | None, uv_cache: Path) -> int:
+    """Install the pip lock with the environment's own python: --no-deps --require-hashes."""
+    from uv import find_uv_bin
+
+    python = staging / "bin" / "python"
+    cmd = [
+        find_uv_bin(), "pip", "install", "--python", str(python), "--no-deps", "--require-hashes",
+        "--no-config", "--link-mode", "copy", "--cache-dir", str(uv_cache), "-r", str(pip_lock),
+    ]  # fmt: skip
+    if index_url:
+        cmd += ["--index-url", index_url]
+    env = {**os.environ, "UV_NO_PROGRESS": "1", "VIRTUAL_ENV": ""}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise EnvError(
+            f"installing the pip lock {pip_lock.name} failed",
+            details=proc.stderr.strip().splitlines()[-12:],
+            detail_limit=12,
+            hint="a hash may not match (the index changed?) or the index is unreachable; re-lock or fix the index",
+        )
+    _retarget_scripts(staging, final)
+    return sum(1 for line in pip_lock.read_text().splitlines() if "==" in line and not line.startswith("#"))
+
+
+def _retarget_scripts(staging: Path, final: Path) -> None:
+    """Script shebangs written by the installer name the staging path; point them at the final one."""
+    old, new = f"#!{staging}/".encode(), f"#!{final}/".encode()
+    for script in (staging / "bin").iterdir():
+        if script.is_symlink() or not script.is_file():
+            continue
+        with script.open("rb") as fh:
+            head = fh.read(len(old))
+        if head == old:
+            data = script.read_bytes()
+            script.write_bytes(new + data[len(old) :])
+
+
+def normalise_mtimes(prefix: Path, epoch: int) -> None:
+    """Give every file the same mtime, so packing the same environment twice gives the same bytes."""
+    for dirpath, dirnames, filenames in os.walk(prefix):
+        for name in [*filenames, *dirnames]:
+            os.utime(os.path.join(dirpath, name), (epoch, epoch), follow_symlinks=False)
+    os.utime(prefix, (epoch, epoch))
+
+
+def install_env(
+    locked: LockedEnv,
+    refs: Sequence[ChannelRef],
+    final: Path,
+    cache: Path,
+    pip_index_url: str | None = None,
+    uv_cache: Path | None = None,
+    report: Report = _noop,
+) -> InstallResult:
+    """Install `locked` at `final` through a staging prefix renamed into place on success."""
+    final = final.resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    records = _source_records(locked.records, refs)
+    hits = _cache_hits(records, cache)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{final.name}-", dir=final.parent))
+    try:
+        report(f"installing {len(records)} conda packages ({hits} already in {cache})")
+        install_conda(records, staging, final, cache)
+        pip_count = 0
+        if locked.pip_lock is not None:
+            report(f"installing pip lock {locked.pip_lock.name} with uv (--no-deps --require-hashes)")
+            pip_count = install_pip(
+                locked.pip_lock, staging, final, pip_index_url, uv_cache or cache.parent / "uv-cache"
+            )
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return InstallResult(final, len(records), pip_count, hits, len(records) - hits)
+
+
+def clean_stale_staging(parent: Path) -> list[Path]:
+    """Remove staging prefixes left by killed builds."""
+    removed = []
+    if parent.is_dir():
+        for path in parent.glob(".staging-*"):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def conda_records(prefix: Path) -> list[dict[str, object]]:
+    """The conda-meta records of a prefix, as conda writes them (one JSON file per package)."""
+    meta = prefix / "conda-meta"
+    return [json.loads(p.read_text()) for p in sorted(meta.glob("*.json"))] if meta.is_dir() else []

@@ -1,0 +1,261 @@
+"""Packing environments with conda-pack, checksums, and safe unpacking.
+
+* `tar.gz` (default) is conda-pack's own writer; with every file's mtime normalised first, the same
+  environment packs to the same bytes.
+* `tar.zst`: conda-pack writes a plain tar and zstandard compresses it with `threads` workers
+  (-1: every core). conda-pack's own zstd writer ignores the compression level and thread count,
+  which is why it is not used.
+
+`unpack` verifies the `.sha256` next to the tarball, refuses members that could write outside the
+destination or carry privileges (absolute paths, `..`, escaping symlinks or hardlinks, device
+files, setuid/setgid bits, control characters in names), extracts into a temporary directory next
+to the destination, renames it into place and runs `conda-unpack` there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from .errors import PackError, first_few
+from .yamlsource import control_characters
+
+Report = Callable[[str], None]
+Format = Literal["tar.gz", "tar.zst"]
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class PackResult:
+    path: Path
+    sha256: str
+    size: int
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksum(path: Path) -> str:
+    """Write `path.sha256` in `sha256sum` format (atomically); returns the hex digest."""
+    digest = sha256_file(path)
+    side = path.with_name(path.name + ".sha256")
+    tmp = side.with_name(f".{side.name}.tmp")
+    tmp.write_text(f"{digest}  {path.name}\n")
+    tmp.replace(side)
+    return digest
+
+
+def pack_env(
+    prefix: Path,
+    output: Path,
+    fmt: Format = "tar.gz",
+    compress_level: int = 4,
+    threads: int = 1,
+    report: Report = _noop,
+) -> PackResult:
+    """Pack `prefix` into `output` (written under a temporary name, then renamed)."""
+    import conda_pack
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        if fmt == "tar.gz":
+            tmp = tmp_dir / "env.tar.gz"
+            report(
+                f"conda-pack {prefix.name} -> {output.name} (gzip level {compress_level}, {threads} thread(s))"
+            )
+            _conda_pack(conda_pack, prefix, tmp, "tar.gz", compress_level, threads)
+        else:
+            raw = tmp_dir / "env.tar"
+            report(
+                f"conda-pack {prefix.name} -> tar, then zstd level {compress_level} on {threads} thread(s)"
+            )
+            _conda_pack(conda_pack, prefix, raw, "tar", compress_level, 1)
+            tmp = tmp_dir / "env.tar.zst"
+            _zstd(raw, tmp, compress_level, threads)
+            raw.unlink()
+        tmp.replace(output)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return PackResult(output, write_checksum(output), output.stat().st_size)
+
+
+def _conda_pack(conda_pack: object, prefix: Path, out: Path, fmt: str, level: int, threads: int) -> None:
+    try:
+        conda_pack.pack(  # type: ignore[attr-defined]
+            prefix=str(prefix), output=str(out), format=fmt, compress_level=level,
+            n_threads=threads, force=True, arcroot="", verbose=False,
+        )  # fmt: skip
+    except conda_pack.CondaPackException as exc:  # type: ignore[attr-defined]
+        raise PackError(
+            f"conda-pack refused {prefix}",
+            details=str(exc).strip().splitlines()[:12],
+            detail_limit=12,
+            hint="the environment may have been changed outside conda; rebuild it",
+        ) from exc
+
+
+def _zstd(src: Path, dst: Path, level: int, threads: int) -> None:
+    import zstandard
+
+    cctx = zstandard.ZstdCompressor(level=max(level, 1), threads=threads, write_checksum=True)
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        cctx.copy_stream(fin, fout, read_size=1 << 20, write_size=1 << 20)
+
+
+# --- unpacking -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def open_tarball(path: Path) -> Iterator[tarfile.TarFile]:
+    """Open a .tar.gz / .tar.zst / .tar for sequential reading."""
+    name = path.name
+    if name.endswith((".tar.zst", ".tzst")):
+        import zstandard
+
+        with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+                yield tar
+    else:
+        mode = "r|gz" if name.endswith((".tar.gz", ".tgz")) else "r|"
+        with tarfile.open(path, mode=mode) as tar:  # type: ignore[call-overload]
+            yield tar
+
+
+def _escapes(base: PurePosixPath, target: str) -> bool:
+    if target.startswith("/"):
+        return True
+    parts: list[str] = list(base.parts)
+    for part in PurePosixPath(target).parts:
+        if part == "..":
+            if not parts:
+                return True
+            parts.pop()
+        elif part != ".":
+            parts.append(part)
+    return False
+
+
+def member_problems(member: tarfile.TarInfo) -> list[str]:
+    """Why a tar member must not be extracted (empty when it is safe)."""
+    name = member.name
+    problems = []
+    if control_characters(name):
+        problems.append(f"{name!r}: control character in the name")
+    path = PurePosixPath(name)
+    if name.startswith("/") or path.is_absolute():
+        problems.append(f"{name!r}: absolute path")
+    elif ".." in path.parts:
+        problems.append(f"{name!r}: '..' in the path")
+    if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
+        problems.append(f"{name!r}: device or fifo")
+    if member.mode & (stat.S_ISUID | stat.S_ISGID):
+        problems.append(f"{name!r}: setuid/setgid bit")
+    if member.issym() and _escapes(path.parent, member.linkname):
+        problems.append(f"{name!r}: symlink to {member.linkname!r} escapes the destination")
+    if member.islnk() and _escapes(PurePosixPath(), member.linkname):
+        problems.append(f"{name!r}: hardlink to {member.linkname!r} escapes the destination")
+    return problems
+
+
+def verify_checksum(tarball: Path) -> str:
+    side = tarball.with_name(tarball.name + ".sha256")
+    if not side.is_file():
+        raise PackError(
+            f"no checksum file next to {tarball.name}",
+            details=[f"expected {side}"],
+            hint="copy the .sha256 file with the tarball (or pass --no-verify if you checked it another way)",
+        )
+    expected = side.read_text().split()[0] if side.read_text().split() else ""
+    actual = sha256_file(tarball)
+    if actual != expected:
+        raise PackError(
+            f"checksum mismatch for {tarball.name}",
+            details=[f"expected {expected}", f"actual   {actual}"],
+            hint="the tarball is corrupt or was altered; copy it again",
+        )
+    return actual
+
+
+def unpack(
+    tarball: Path, dest: Path, verify: bool = True, run_conda_unpack: bool = True, report: Report = _noop
+) -> Path:
+    """Verify, check every member, extract to `dest` (which must not exist or be empty), conda-unpack."""
+    if not tarball.is_file():
+        raise PackError(f"tarball {str(tarball)!r} does not exist")
+    if verify:
+        report(f"verifying sha256 of {tarball.name}")
+        verify_checksum(tarball)
+    dest = dest.absolute()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise PackError(f"destination {str(dest)!r} exists and is not empty", hint="choose a new directory")
+    problems: list[str] = []
+    try:
+        with open_tarball(tarball) as tar:
+            for member in tar:
+                problems += member_problems(member)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise PackError(f"cannot read {tarball.name}: {exc}", hint="the tarball may be truncated") from exc
+    if problems:
+        raise PackError(
+            f"refusing to unpack {tarball.name}: {len(problems)} unsafe member(s)",
+            details=first_few(problems, 5),
+            detail_limit=6,
+            hint="the archive was not made by baseliner/conda-pack or was tampered with",
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".unpack-{dest.name}-", dir=dest.parent))
+    try:
+        report(f"extracting into {dest}")
+        with open_tarball(tarball) as tar:
+            tar.extractall(tmp, filter="data")
+        if dest.exists():
+            dest.rmdir()
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if run_conda_unpack:
+        try:
+            conda_unpack(dest, report)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+    return dest
+
+
+def conda_unpack(prefix: Path, report: Report = _noop) -> None:
+    """Run the `bin/conda-unpack` that conda-pack wrote, with the environment's own python."""
+    script = prefix / "bin" / "conda-unpack"
+    if not script.is_file():
+        return
+    report(f"conda-unpack in {prefix}")
+    proc = subprocess.run(
+        [str(prefix / "bin" / "python"), str(script)], capture_output=True, text=True,
+        env={**os.environ, "PATH": f"{prefix / 'bin'}:{os.environ.get('PATH', '')}"},
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise PackError(
+            f"conda-unpack failed in {prefix}",
+            details=(proc.stderr or proc.stdout).strip().splitlines()[-10:],
+            detail_limit=10,
+            hint="the new prefix may be longer than a binary prefix placeholder allows",
+        )
