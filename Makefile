@@ -7,13 +7,17 @@ INVOKE := $(VENV)/bin/invoke
 setup:
 	bash .ci/setup
 
-# The main job, offline: seed the local channel from this machine's python, then validate, lock
-# and render the demo baseline.
-demo: setup
+# The main job, offline: seed the local channel from this machine's python, validate, lock and
+# render the demo baseline, then build it: environment, tarball, image (smoke-tested).
+# Without a Docker Engine (not root, or no docker.io), the image step says so and the rest is built.
+demo:
+	BASELINER_WITH_DOCKER=1 bash .ci/setup
+	-bash .ci/docker-up && $(INVOKE) base-image
 	$(INVOKE) seed-channel
 	$(INVOKE) validate
 	$(INVOKE) lock --name demo
 	$(INVOKE) render --name demo
+	$(INVOKE) build-baseline demo
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

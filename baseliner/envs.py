@@ -13,6 +13,8 @@ into every environment where the filesystem allows (files with a prefix placehol
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -81,10 +83,15 @@ def install_conda(records: Sequence[object], staging: Path, final: Path, cache: 
             )
         )
     except Exception as exc:  # rattler's InstallerError, hash mismatches, network errors
+        text = str(exc).strip()
+        hint = "a package may be corrupt (hash mismatch) or a channel unreachable; check the mirror and retry"
+        if "longer than the placeholder" in text:
+            hint = f"the prefix ({len(str(final))} chars) is longer than a package's prefix placeholder; build in a shorter directory"
         raise EnvError(
             f"installing conda packages into {final} failed",
-            details=str(exc).strip().splitlines()[:10],
-            hint="a package may be corrupt (hash mismatch) or a channel unreachable; check the mirror and retry",
+            details=text.splitlines()[:10],
+            detail_limit=10,
+            hint=hint,
         ) from exc
 
 
@@ -113,16 +120,33 @@ def install_pip(pip_lock: Path, staging: Path, final: Path, index_url: str | Non
 
 
 def _retarget_scripts(staging: Path, final: Path) -> None:
-    """Script shebangs written by the installer name the staging path; point them at the final one."""
+    """Script shebangs written by the installer name the staging path; point them at the final one
+    and update the scripts' hashes in the RECORD files, as if installed at the final path."""
     old, new = f"#!{staging}/".encode(), f"#!{final}/".encode()
-    for script in (staging / "bin").iterdir():
+    changed: dict[str, bytes] = {}
+    for script in sorted((staging / "bin").iterdir()):
         if script.is_symlink() or not script.is_file():
             continue
         with script.open("rb") as fh:
             head = fh.read(len(old))
         if head == old:
-            data = script.read_bytes()
-            script.write_bytes(new + data[len(old) :])
+            data = new + script.read_bytes()[len(old) :]
+            script.write_bytes(data)
+            changed[script.name] = data
+    if not changed:
+        return
+    for record in staging.glob("lib/python*/site-packages/*.dist-info/RECORD"):
+        lines = record.read_text().splitlines()
+        out = []
+        for line in lines:
+            path = line.partition(",")[0]
+            target = os.path.normpath(record.parent.parent / path)
+            if Path(target).parent == staging / "bin" and Path(target).name in changed:
+                data = changed[Path(target).name]
+                digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+                line = f"{path},sha256={digest},{len(data)}"
+            out.append(line)
+        record.write_text("\n".join(out) + "\n")
 
 
 def normalise_mtimes(prefix: Path, epoch: int) -> None:

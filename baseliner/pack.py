@@ -1,10 +1,13 @@
 """Packing environments with conda-pack, checksums, and safe unpacking.
 
-* `tar.gz` (default) is conda-pack's own writer; with every file's mtime normalised first, the same
-  environment packs to the same bytes.
-* `tar.zst`: conda-pack writes a plain tar and zstandard compresses it with `threads` workers
-  (-1: every core). conda-pack's own zstd writer ignores the compression level and thread count,
-  which is why it is not used.
+conda-pack writes a plain tar (prefix records, `conda-unpack`, shebang rewriting are all its own);
+baseliner then streams it once through a normaliser (every member's mtime set to one fixed time,
+owner root) into the compressor, so the same environment always packs to the same bytes:
+
+* `tar.gz` (default): gzip with a zero header mtime, one thread;
+* `tar.zst`: zstandard with `threads` workers (-1: every core). conda-pack's own zstd writer
+  ignores the compression level and thread count, and its writers stamp the files it adds itself
+  (`bin/conda-unpack`'s helper) with the current time, which is why they are not used.
 
 `unpack` verifies the `.sha256` next to the tarball, refuses members that could write outside the
 destination or carry privileges (absolute paths, `..`, escaping symlinks or hardlinks, device
@@ -15,6 +18,7 @@ to the destination, renames it into place and runs `conda-unpack` there.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import os
 import shutil
@@ -25,8 +29,9 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import IO, Literal
 
+from .condapkg import FIXED_MTIME
 from .errors import PackError, first_few
 from .yamlsource import control_characters
 
@@ -77,32 +82,47 @@ def pack_env(
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
-        if fmt == "tar.gz":
-            tmp = tmp_dir / "env.tar.gz"
-            report(
-                f"conda-pack {prefix.name} -> {output.name} (gzip level {compress_level}, {threads} thread(s))"
-            )
-            _conda_pack(conda_pack, prefix, tmp, "tar.gz", compress_level, threads)
-        else:
-            raw = tmp_dir / "env.tar"
-            report(
-                f"conda-pack {prefix.name} -> tar, then zstd level {compress_level} on {threads} thread(s)"
-            )
-            _conda_pack(conda_pack, prefix, raw, "tar", compress_level, 1)
-            tmp = tmp_dir / "env.tar.zst"
-            _zstd(raw, tmp, compress_level, threads)
-            raw.unlink()
+        raw = tmp_dir / "env.tar"
+        report(f"conda-pack {prefix.name} -> {fmt} (level {compress_level}, {threads} thread(s))")
+        _conda_pack(conda_pack, prefix, raw)
+        tmp = tmp_dir / f"env.{fmt}"
+        with tmp.open("wb") as out, _compressor(out, fmt, compress_level, threads) as stream:
+            _normalise_tar(raw, stream)
+        raw.unlink()
         tmp.replace(output)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return PackResult(output, write_checksum(output), output.stat().st_size)
 
 
-def _conda_pack(conda_pack: object, prefix: Path, out: Path, fmt: str, level: int, threads: int) -> None:
+@contextlib.contextmanager
+def _compressor(out: IO[bytes], fmt: Format, level: int, threads: int) -> Iterator[IO[bytes]]:
+    if fmt == "tar.gz":
+        with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=max(level, 1), mtime=0, filename="") as gz:
+            yield gz  # type: ignore[misc]
+    else:
+        import zstandard
+
+        cctx = zstandard.ZstdCompressor(level=max(level, 1), threads=threads, write_checksum=True)
+        with cctx.stream_writer(out, closefd=False) as zst:
+            yield zst  # type: ignore[misc]
+
+
+def _normalise_tar(raw: Path, stream: IO[bytes]) -> None:
+    """Copy the tar at `raw` into `stream` with fixed mtimes and root ownership (content unchanged)."""
+    with tarfile.open(raw, "r:") as src, tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as dst:
+        for member in src:
+            member.mtime = FIXED_MTIME
+            member.uid = member.gid = 0
+            member.uname = member.gname = ""
+            member.pax_headers = {}
+            dst.addfile(member, src.extractfile(member) if member.isreg() else None)
+
+
+def _conda_pack(conda_pack: object, prefix: Path, out: Path) -> None:
     try:
         conda_pack.pack(  # type: ignore[attr-defined]
-            prefix=str(prefix), output=str(out), format=fmt, compress_level=level,
-            n_threads=threads, force=True, arcroot="", verbose=False,
+            prefix=str(prefix), output=str(out), format="tar", force=True, arcroot="", verbose=False,
         )  # fmt: skip
     except conda_pack.CondaPackException as exc:  # type: ignore[attr-defined]
         raise PackError(
@@ -111,14 +131,6 @@ def _conda_pack(conda_pack: object, prefix: Path, out: Path, fmt: str, level: in
             detail_limit=12,
             hint="the environment may have been changed outside conda; rebuild it",
         ) from exc
-
-
-def _zstd(src: Path, dst: Path, level: int, threads: int) -> None:
-    import zstandard
-
-    cctx = zstandard.ZstdCompressor(level=max(level, 1), threads=threads, write_checksum=True)
-    with src.open("rb") as fin, dst.open("wb") as fout:
-        cctx.copy_stream(fin, fout, read_size=1 << 20, write_size=1 << 20)
 
 
 # --- unpacking -------------------------------------------------------------------------------
@@ -131,9 +143,12 @@ def open_tarball(path: Path) -> Iterator[tarfile.TarFile]:
     if name.endswith((".tar.zst", ".tzst")):
         import zstandard
 
-        with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
-                yield tar
+        with (
+            path.open("rb") as raw,
+            zstandard.ZstdDecompressor().stream_reader(raw) as stream,
+            tarfile.open(fileobj=stream, mode="r|") as tar,  # type: ignore[call-overload]
+        ):
+            yield tar
     else:
         mode = "r|gz" if name.endswith((".tar.gz", ".tgz")) else "r|"
         with tarfile.open(path, mode=mode) as tar:  # type: ignore[call-overload]

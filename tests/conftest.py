@@ -94,3 +94,21 @@ def copy_data(tmp_path: Path) -> Callable[[str], Path]:
         return dst
 
     return copy
+
+
+def install_baseline(project: Project, name: str, env_name: str | None = None) -> Path:
+    """Lock `name` (if stale) and install it under project/build/envs; returns the prefix."""
+    from baseliner.channels import resolve_channels
+    from baseliner.envs import install_env
+    from baseliner.lock import lock_baseline, read_lock, stale_reason
+
+    baseline = project.repo().resolve(name)
+    if stale_reason(baseline):
+        lock_baseline(baseline, project.mirrors(), project.build_dir, project.config.pip_index_url)
+    refs = resolve_channels(baseline.channels, project.mirrors(), baseline.path.parent)
+    target = project.build_dir / "envs" / (env_name or name)
+    install_env(read_lock(baseline, "linux-64"), refs, target, project.package_cache, project.config.pip_index_url)
+    return target
+
+
+FULL = {"conda": ["python 3.*", "prefixdemo", "hello-noarch"], "pip": ["tinyapp"]}

@@ -18,8 +18,8 @@ from pathlib import Path
 from baseliner.channels import current_subdir, index_channel, python_package_spec
 from baseliner.condapkg import FileEntry, PackageSpec, Symlink, write_package
 
-# Long enough for test prefixes, short enough that a test can exceed it.
-BINARY_PLACEHOLDER = "/tmp/baseliner-fixture-build-prefix" + "_placehold" * 6
+# 255 characters, as conda-build pads its build prefix: room for any test prefix.
+BINARY_PLACEHOLDER = ("/tmp/baseliner-fixture-build-prefix" + "_placehold" * 30)[:255]
 TEXT_PLACEHOLDER = "/opt/fixture-build/text-prefix"
 
 C_SOURCE = r"""

@@ -13,7 +13,12 @@ def _record_hash(data: bytes) -> str:
 
 
 def build_wheel(
-    out_dir: Path, name: str, version: str, files: dict[str, str], requires: tuple[str, ...] = ()
+    out_dir: Path,
+    name: str,
+    version: str,
+    files: dict[str, str],
+    requires: tuple[str, ...] = (),
+    entry_points: str | None = None,
 ) -> Path:
     """A pure-python wheel holding `files` (path -> text)."""
     norm = name.replace("-", "_")
@@ -21,6 +26,8 @@ def build_wheel(
     meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
     meta += [f"Requires-Dist: {r}" for r in requires]
     contents = {path: text.encode() for path, text in files.items()}
+    if entry_points:
+        contents[f"{dist_info}/entry_points.txt"] = entry_points.encode()
     contents[f"{dist_info}/METADATA"] = ("\n".join(meta) + "\n").encode()
     contents[f"{dist_info}/WHEEL"] = (
         b"Wheel-Version: 1.0\nGenerator: baseliner-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
@@ -58,9 +65,17 @@ def build_index(root: Path) -> Path:
 
 
 def build_fixture_wheels(root: Path) -> Path:
-    """Two wheels: `tinyutil` (with a console script) and `tinyapp`, which requires it."""
+    """`tinyutil` (with a console script), `tinyapp` (requires it), and two troublemakers:
+    `clobber` overwrites a file of the conda package hello-noarch; the pip `hello-noarch`
+    shadows the conda package of that name."""
     wheels = root / "wheels"
-    build_wheel(wheels, "tinyutil", "1.2.0", {"tinyutil/__init__.py": "VALUE = 42\n"})
+    build_wheel(
+        wheels, "tinyutil", "1.2.0",
+        {"tinyutil/__init__.py": "VALUE = 42\n\ndef main():\n    print(VALUE)\n    return 0\n"},
+        entry_points="[console_scripts]\ntinyutil = tinyutil:main\n",
+    )  # fmt: skip
+    build_wheel(wheels, "clobber", "1.0", {"hello_noarch/__init__.py": "def main():\n    return 1\n"})
+    build_wheel(wheels, "hello-noarch", "9.0", {"hello_noarch_pip/__init__.py": "X = 9\n"})
     build_wheel(
         wheels,
         "tinyapp",

@@ -1,0 +1,81 @@
+"""Installing locks into prefixes: a real conda prefix, hardlinks from the cache, atomic failure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from baseliner.errors import EnvError
+
+from ..conftest import FULL, MakeProject, install_baseline, spec
+from ..support.fixture_channel import BINARY_PLACEHOLDER, TEXT_PLACEHOLDER
+
+
+def test_installed_env_is_an_ordinary_conda_prefix(make_project: MakeProject) -> None:
+    project = make_project({"ml": spec("ml", **FULL)})
+    prefix = install_baseline(project, "ml")
+    names = sorted(json.loads(p.read_text())["name"] for p in (prefix / "conda-meta").glob("*.json"))
+    assert names == ["hello-noarch", "prefixdemo", "python"]
+    # conda packages, the noarch entry point, pip packages and their console script all work
+    out = subprocess.run([prefix / "bin/python", "-c", "import hello_noarch, tinyapp; print(tinyapp.ANSWER)"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert out.stdout.strip() == "42"
+    assert subprocess.run([prefix / "bin/hello-noarch"], capture_output=True, text=True).stdout.strip() == "hello from noarch"
+    assert subprocess.run([prefix / "bin/tinyutil"], capture_output=True, text=True).stdout.strip() == "42"
+    # prefix placeholders were replaced by the final (not the staging) prefix
+    assert subprocess.run([prefix / "bin/prefixdemo"], capture_output=True, text=True).stdout.strip() == str(prefix)
+    config = (prefix / "share/prefixdemo/config.txt").read_text()
+    assert config == f"data_dir={prefix}/share/prefixdemo\n"
+    assert TEXT_PLACEHOLDER not in config
+    assert BINARY_PLACEHOLDER.encode() not in (prefix / "bin/prefixdemo").read_bytes()
+    assert not list(prefix.parent.glob(".staging-*"))
+
+
+def test_files_are_hardlinked_from_the_package_cache(make_project: MakeProject) -> None:
+    project = make_project({"ml": spec("ml", conda=["python 3.*", "hello-noarch"])})
+    prefix = install_baseline(project, "ml")
+    env_file = next(prefix.glob("lib/python3*/os.py"))
+    cached = next(project.package_cache.glob("python-*/lib/python3*/os.py"))
+    assert env_file.stat().st_ino == cached.stat().st_ino
+    second = install_baseline(project, "ml", env_name="ml-again")
+    assert next(second.glob("lib/python3*/os.py")).stat().st_ino == cached.stat().st_ino
+
+
+def test_failed_pip_install_leaves_nothing_behind(make_project: MakeProject) -> None:
+    project = make_project({"ml": spec("ml", pip=["tinyapp"])})
+    baseline = project.repo().resolve("ml")
+    from baseliner.lock import LockPaths, lock_baseline
+
+    lock_baseline(baseline, project.mirrors(), project.build_dir, project.config.pip_index_url)
+    pip = LockPaths(baseline.path).pip("linux-64")
+    text = pip.read_text()
+    first = text.index("--hash=sha256:") + len("--hash=sha256:")
+    pip.write_text(text[:first] + ("0" if text[first] != "0" else "1") + text[first + 1 :])
+    with pytest.raises(EnvError, match="pip lock"):
+        install_baseline(project, "ml")
+    envs = project.build_dir / "envs"
+    assert not (envs / "ml").exists()
+    assert list(envs.iterdir()) == []
+
+
+def test_tampered_package_is_refused(make_project: MakeProject, channel_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "tampered-channel"
+    shutil.copytree(channel_dir, copy)
+    project = make_project({"ml": spec("ml", conda=["libfoo 1.*"])}, channel_url=copy.as_uri())
+    from baseliner.lock import lock_baseline
+
+    baseline = project.repo().resolve("ml")
+    lock_baseline(baseline, project.mirrors(), project.build_dir)
+    archive = next(copy.glob("linux-64/libfoo-1.0-*"))
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    with pytest.raises(EnvError) as info:
+        install_baseline(project, "ml")
+    assert "libfoo" in info.value.render()
+    assert not (project.build_dir / "envs" / "ml").exists()

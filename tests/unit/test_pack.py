@@ -1,0 +1,127 @@
+"""Packing with conda-pack (deterministic gzip, threaded zstd) and unpacking safely elsewhere."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from baseliner.condapkg import FIXED_MTIME
+from baseliner.envs import normalise_mtimes
+from baseliner.errors import PackError
+from baseliner.pack import pack_env, unpack, write_checksum
+
+from ..conftest import FULL, MakeProject, install_baseline, spec
+from ..support.fixture_channel import BINARY_PLACEHOLDER, TEXT_PLACEHOLDER
+
+
+@pytest.fixture
+def built(make_project: MakeProject) -> tuple[Path, Path]:
+    project = make_project({"ml": spec("ml", **FULL)})
+    prefix = install_baseline(project, "ml")
+    normalise_mtimes(prefix, FIXED_MTIME)
+    return project.root, prefix
+
+
+def test_same_build_twice_gives_same_tarball_bytes(make_project: MakeProject) -> None:
+    project = make_project({"ml": spec("ml", **FULL)})
+    digests = []
+    for _ in range(2):
+        prefix = install_baseline(project, "ml")  # a fresh install each time
+        normalise_mtimes(prefix, FIXED_MTIME)
+        digests.append(pack_env(prefix, project.root / "dist" / "ml.tar.gz").sha256)
+    assert digests[0] == digests[1]
+
+
+@pytest.mark.parametrize("fmt", ["tar.gz", "tar.zst"])
+def test_unpacked_elsewhere_runs_and_holds_the_new_prefix(built: tuple[Path, Path], tmp_path: Path, fmt: str) -> None:
+    root, prefix = built
+    packed = pack_env(prefix, root / "dist" / f"ml.{fmt}", fmt, 3, 2)  # type: ignore[arg-type]
+    assert Path(str(packed.path) + ".sha256").read_text() == f"{packed.sha256}  ml.{fmt}\n"
+    dest = unpack(packed.path, tmp_path / "elsewhere" / "env")
+    run = subprocess.run([dest / "bin/python", "-c", "import sys, tinyapp, hello_noarch; print(sys.prefix)"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert run.stdout.strip() == str(dest)
+    # Every file that carried a prefix placeholder now holds the new path, and no trace of the old.
+    assert subprocess.run([dest / "bin/prefixdemo"], capture_output=True, text=True).stdout.strip() == str(dest)
+    assert (dest / "share/prefixdemo/config.txt").read_text() == f"data_dir={dest}/share/prefixdemo\n"
+    for rel in ("bin/prefixdemo", "bin/prefixdemo-config", "share/prefixdemo/config.txt"):
+        data = (dest / rel).read_bytes()
+        assert str(prefix).encode() not in data
+        assert TEXT_PLACEHOLDER.encode() not in data and BINARY_PLACEHOLDER.encode() not in data
+    assert subprocess.run([dest / "bin/prefixdemo-config"], capture_output=True, text=True).stdout.startswith(f"data_dir={dest}")
+    # conda-pack rewrites entry-point shebangs to `/usr/bin/env python`: they run with the env on PATH.
+    env = {**os.environ, "PATH": f"{dest / 'bin'}:{os.environ['PATH']}"}
+    assert subprocess.run(["hello-noarch"], capture_output=True, text=True, env=env).stdout.strip() == "hello from noarch"
+
+
+def test_checksum_mismatch_is_refused(built: tuple[Path, Path], tmp_path: Path) -> None:
+    root, prefix = built
+    packed = pack_env(prefix, root / "dist" / "ml.tar.gz")
+    with packed.path.open("r+b") as fh:
+        fh.seek(packed.size // 2)
+        byte = fh.read(1)
+        fh.seek(packed.size // 2)
+        fh.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(PackError, match="checksum mismatch"):
+        unpack(packed.path, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+
+
+def _hostile(tmp_path: Path, name: str, **attrs: object) -> Path:
+    path = tmp_path / f"{name}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        ok = tarfile.TarInfo("bin/ok.txt")
+        ok.size = 3
+        tar.addfile(ok, io.BytesIO(b"ok\n"))
+        member = tarfile.TarInfo(str(attrs.pop("member_name", "evil")))
+        for key, value in attrs.items():
+            setattr(member, key, value)
+        data = b"x" if member.isreg() else b""
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+    write_checksum(path)
+    return path
+
+
+HOSTILE = {
+    "absolute": {"member_name": "/tmp/baseliner-evil-abs"},
+    "dotdot": {"member_name": "../../baseliner-evil-dotdot"},
+    "symlink-out": {"member_name": "bin/link", "type": tarfile.SYMTYPE, "linkname": "../../../etc/passwd"},
+    "symlink-abs": {"member_name": "bin/link", "type": tarfile.SYMTYPE, "linkname": "/etc/passwd"},
+    "hardlink-out": {"member_name": "bin/hard", "type": tarfile.LNKTYPE, "linkname": "../outside"},
+    "device": {"member_name": "dev/null", "type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3},
+    "fifo": {"member_name": "bin/fifo", "type": tarfile.FIFOTYPE},
+    "setuid": {"member_name": "bin/su", "mode": 0o4755},
+    "newline": {"member_name": "bin/evil\nname"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_archives_are_refused_and_write_nothing(case: str, tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    archive = _hostile(tmp_path / "in", case, **HOSTILE[case])  # type: ignore[arg-type]
+    dest = tmp_path / "box" / "dest"
+    with pytest.raises(PackError, match="unsafe member"):
+        unpack(archive, dest, run_conda_unpack=False)
+    assert not dest.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == [archive.name, archive.name + ".sha256"]
+    assert not Path("/tmp/baseliner-evil-abs").exists()
+
+
+def test_unpack_refuses_a_non_empty_destination(built: tuple[Path, Path], tmp_path: Path) -> None:
+    root, prefix = built
+    packed = pack_env(prefix, root / "dist" / "ml.tar.gz")
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "dest" / "keep.txt").write_text("mine")
+    with pytest.raises(PackError, match="not empty"):
+        unpack(packed.path, tmp_path / "dest")
+    assert (tmp_path / "dest" / "keep.txt").read_text() == "mine"
+    shutil.rmtree(tmp_path / "dest")
+    assert os.path.isdir(unpack(packed.path, tmp_path / "dest"))
