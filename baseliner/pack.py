@@ -110,7 +110,10 @@ def _compressor(out: IO[bytes], fmt: Format, level: int, threads: int) -> Iterat
 
 def _normalise_tar(raw: Path, stream: IO[bytes]) -> None:
     """Copy the tar at `raw` into `stream` with fixed mtimes and root ownership (content unchanged)."""
-    with tarfile.open(raw, "r:") as src, tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as dst:
+    with (
+        tarfile.open(raw, "r:") as src,
+        tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as dst,
+    ):
         for member in src:
             member.mtime = FIXED_MTIME
             member.uid = member.gid = 0

@@ -107,7 +107,9 @@ def install_baseline(project: Project, name: str, env_name: str | None = None) -
         lock_baseline(baseline, project.mirrors(), project.build_dir, project.config.pip_index_url)
     refs = resolve_channels(baseline.channels, project.mirrors(), baseline.path.parent)
     target = project.build_dir / "envs" / (env_name or name)
-    install_env(read_lock(baseline, "linux-64"), refs, target, project.package_cache, project.config.pip_index_url)
+    install_env(
+        read_lock(baseline, "linux-64"), refs, target, project.package_cache, project.config.pip_index_url
+    )
     return target
 
 

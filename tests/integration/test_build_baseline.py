@@ -61,13 +61,20 @@ def test_image_runs_env_python_as_non_root_without_network(built: Any, docker_cl
 
 
 def test_image_and_tarball_hold_the_same_package_set(built: Any, docker_client: Any) -> None:
-    project, result = built
+    _, result = built
     with tarfile.open(result.tarball) as tar:
-        in_tarball = sorted(m.name.removeprefix("conda-meta/") for m in tar if m.name.startswith("conda-meta/") and m.name.endswith(".json"))
+        in_tarball = sorted(
+            m.name.removeprefix("conda-meta/")
+            for m in tar
+            if m.name.startswith("conda-meta/") and m.name.endswith(".json")
+        )
     listing = run(docker_client, result.image_tags[0], ["sh", "-c", "ls /opt/env/conda-meta | grep json$"])
     assert sorted(listing.output.split()) == in_tarball
     manifest = json.loads(result.manifest.read_text())
-    assert sorted(f"{p['name']}-{p['version']}-{p['build']}.json" for p in manifest["packages"]["conda"]) == in_tarball
+    assert (
+        sorted(f"{p['name']}-{p['version']}-{p['build']}.json" for p in manifest["packages"]["conda"])
+        == in_tarball
+    )
     assert manifest["image"]["tags"] == list(result.image_tags)
     assert manifest["tarball"]["sha256"] == Path(f"{result.tarball}.sha256").read_text().split()[0]
 
@@ -94,7 +101,9 @@ def test_pip_clobbering_stops_the_build_naming_both(make_project: MakeProject, d
 def test_failing_docker_step_shows_the_step_and_log_tail(project: Any, docker_client: Any) -> None:
     project.templates_dir.mkdir()
     source = Path(__file__).resolve().parents[2] / "templates" / "Dockerfile.j2"
-    text = source.read_text().replace("FROM ${BASE_IMAGE}\n", "FROM ${BASE_IMAGE}\nRUN echo about-to-fail && exit 7\n", 1)
+    text = source.read_text().replace(
+        "FROM ${BASE_IMAGE}\n", "FROM ${BASE_IMAGE}\nRUN echo about-to-fail && exit 7\n", 1
+    )
     (project.templates_dir / "Dockerfile.j2").write_text(text)
     for name in ("README.md.j2", "condarc.j2", "environment.yml.j2"):
         shutil.copy(source.with_name(name), project.templates_dir / name)
@@ -107,7 +116,11 @@ def test_failing_docker_step_shows_the_step_and_log_tail(project: Any, docker_cl
 
 
 def test_cli_build_without_engine_builds_the_rest(project: Any, tmp_path: Path) -> None:
-    env = {"DOCKER_HOST": "unix:///nonexistent/docker.sock", "PATH": "/usr/bin:/bin", "BASELINER_ROOT": str(project.root)}
+    env = {
+        "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+        "PATH": "/usr/bin:/bin",
+        "BASELINER_ROOT": str(project.root),
+    }
     proc = subprocess.run(
         [str(Path(__import__("sys").executable).with_name("baseliner")), "build-baseline", _name(project)],
         capture_output=True, text=True, env=env, cwd=project.root,

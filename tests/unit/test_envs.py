@@ -23,10 +23,15 @@ def test_installed_env_is_an_ordinary_conda_prefix(make_project: MakeProject) ->
     out = subprocess.run([prefix / "bin/python", "-c", "import hello_noarch, tinyapp; print(tinyapp.ANSWER)"],
                          capture_output=True, text=True, check=True)  # fmt: skip
     assert out.stdout.strip() == "42"
-    assert subprocess.run([prefix / "bin/hello-noarch"], capture_output=True, text=True).stdout.strip() == "hello from noarch"
+    assert (
+        subprocess.run([prefix / "bin/hello-noarch"], capture_output=True, text=True).stdout.strip()
+        == "hello from noarch"
+    )
     assert subprocess.run([prefix / "bin/tinyutil"], capture_output=True, text=True).stdout.strip() == "42"
     # prefix placeholders were replaced by the final (not the staging) prefix
-    assert subprocess.run([prefix / "bin/prefixdemo"], capture_output=True, text=True).stdout.strip() == str(prefix)
+    assert subprocess.run([prefix / "bin/prefixdemo"], capture_output=True, text=True).stdout.strip() == str(
+        prefix
+    )
     config = (prefix / "share/prefixdemo/config.txt").read_text()
     assert config == f"data_dir={prefix}/share/prefixdemo\n"
     assert TEXT_PLACEHOLDER not in config

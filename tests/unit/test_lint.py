@@ -18,12 +18,17 @@ def _checks(findings):  # type: ignore[no-untyped-def]
 
 
 def test_clean_env_has_no_findings(make_project: MakeProject) -> None:
-    prefix = install_baseline(make_project({"ml": spec("ml", conda=["python 3.*", "prefixdemo", "hello-noarch"], pip=["tinyapp"])}), "ml")
+    prefix = install_baseline(
+        make_project({"ml": spec("ml", conda=["python 3.*", "prefixdemo", "hello-noarch"], pip=["tinyapp"])}),
+        "ml",
+    )
     assert lint_env(prefix, ["/opt/env"]) == []
 
 
 def test_pip_clobbering_a_conda_file_is_refused_naming_both(make_project: MakeProject) -> None:
-    prefix = install_baseline(make_project({"ml": spec("ml", conda=["python 3.*", "hello-noarch"], pip=["clobber"])}), "ml")
+    prefix = install_baseline(
+        make_project({"ml": spec("ml", conda=["python 3.*", "hello-noarch"], pip=["clobber"])}), "ml"
+    )
     findings = lint_env(prefix)
     assert _checks(findings) == ["changed-file", "pip-clobber"]  # the clobbered file also changed
     with pytest.raises(LintError) as info:
@@ -34,14 +39,20 @@ def test_pip_clobbering_a_conda_file_is_refused_naming_both(make_project: MakePr
 
 
 def test_pip_shadowing_a_conda_package(make_project: MakeProject) -> None:
-    prefix = install_baseline(make_project({"ml": spec("ml", conda=["python 3.*", "hello-noarch"], pip=["hello-noarch==9.0"])}), "ml")
+    prefix = install_baseline(
+        make_project({"ml": spec("ml", conda=["python 3.*", "hello-noarch"], pip=["hello-noarch==9.0"])}),
+        "ml",
+    )
     (finding,) = lint_env(prefix)
     assert finding.check == "pip-shadow"
     assert "pip package hello-noarch 9.0 shadows conda package hello-noarch 0.3" in finding.message
 
 
 def test_editables_missing_changed_long_prefix_and_escaping_links(make_project: MakeProject) -> None:
-    prefix = install_baseline(make_project({"ml": spec("ml", conda=["python 3.*", "prefixdemo", "hello-noarch"], pip=["tinyapp"])}), "ml")
+    prefix = install_baseline(
+        make_project({"ml": spec("ml", conda=["python 3.*", "prefixdemo", "hello-noarch"], pip=["tinyapp"])}),
+        "ml",
+    )
     site = next(prefix.glob("lib/python3*/site-packages"))
     direct = next(site.glob("tinyapp-*.dist-info")) / "direct_url.json"
     direct.write_text(json.dumps({"url": "file:///home/me/tinyapp", "dir_info": {"editable": True}}))
@@ -51,7 +62,13 @@ def test_editables_missing_changed_long_prefix_and_escaping_links(make_project: 
     (prefix / "bin/prefixdemo-config").unlink()
     os.symlink("/etc/passwd", prefix / "bin/passwd-link")
     findings = lint_env(prefix, ["/opt/" + "x" * 300])
-    assert _checks(findings) == ["changed-file", "editable", "missing-file", "prefix-length", "symlink-escape"]
+    assert _checks(findings) == [
+        "changed-file",
+        "editable",
+        "missing-file",
+        "prefix-length",
+        "symlink-escape",
+    ]
     messages = "\n".join(f.message for f in findings)
     assert "tinyapp-0.5.0.dist-info is an editable install of file:///home/me/tinyapp" in messages
     assert "oldstyle.egg-link" in messages and "devpath.pth adds /home/me/src" in messages

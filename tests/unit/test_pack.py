@@ -39,7 +39,9 @@ def test_same_build_twice_gives_same_tarball_bytes(make_project: MakeProject) ->
 
 
 @pytest.mark.parametrize("fmt", ["tar.gz", "tar.zst"])
-def test_unpacked_elsewhere_runs_and_holds_the_new_prefix(built: tuple[Path, Path], tmp_path: Path, fmt: str) -> None:
+def test_unpacked_elsewhere_runs_and_holds_the_new_prefix(
+    built: tuple[Path, Path], tmp_path: Path, fmt: str
+) -> None:
     root, prefix = built
     packed = pack_env(prefix, root / "dist" / f"ml.{fmt}", fmt, 3, 2)  # type: ignore[arg-type]
     assert Path(str(packed.path) + ".sha256").read_text() == f"{packed.sha256}  ml.{fmt}\n"
@@ -48,16 +50,23 @@ def test_unpacked_elsewhere_runs_and_holds_the_new_prefix(built: tuple[Path, Pat
                          capture_output=True, text=True, check=True)  # fmt: skip
     assert run.stdout.strip() == str(dest)
     # Every file that carried a prefix placeholder now holds the new path, and no trace of the old.
-    assert subprocess.run([dest / "bin/prefixdemo"], capture_output=True, text=True).stdout.strip() == str(dest)
+    assert subprocess.run([dest / "bin/prefixdemo"], capture_output=True, text=True).stdout.strip() == str(
+        dest
+    )
     assert (dest / "share/prefixdemo/config.txt").read_text() == f"data_dir={dest}/share/prefixdemo\n"
     for rel in ("bin/prefixdemo", "bin/prefixdemo-config", "share/prefixdemo/config.txt"):
         data = (dest / rel).read_bytes()
         assert str(prefix).encode() not in data
         assert TEXT_PLACEHOLDER.encode() not in data and BINARY_PLACEHOLDER.encode() not in data
-    assert subprocess.run([dest / "bin/prefixdemo-config"], capture_output=True, text=True).stdout.startswith(f"data_dir={dest}")
+    assert subprocess.run([dest / "bin/prefixdemo-config"], capture_output=True, text=True).stdout.startswith(
+        f"data_dir={dest}"
+    )
     # conda-pack rewrites entry-point shebangs to `/usr/bin/env python`: they run with the env on PATH.
     env = {**os.environ, "PATH": f"{dest / 'bin'}:{os.environ['PATH']}"}
-    assert subprocess.run(["hello-noarch"], capture_output=True, text=True, env=env).stdout.strip() == "hello from noarch"
+    assert (
+        subprocess.run(["hello-noarch"], capture_output=True, text=True, env=env).stdout.strip()
+        == "hello from noarch"
+    )
 
 
 def test_checksum_mismatch_is_refused(built: tuple[Path, Path], tmp_path: Path) -> None:
