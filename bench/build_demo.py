@@ -1,0 +1,125 @@
+"""Benchmark of the build path on the demo baseline, measured in one run (a script, not a test).
+
+Prints, with ratios:
+  * environment install (py-rattler from a warm package cache + uv pip lock) vs `cp -al` of the tree;
+  * pack time and size: baseliner tar.gz / tar.zst vs conda-pack's defaults vs `tar | zstd -T0`;
+  * unpack (verify + safe extract + conda-unpack) vs plain `tar -x`;
+  * a no-op rebuild of `build-baseline demo`.
+
+Run `make demo` first (it seeds the channel and locks the demo), then:
+    .venv/bin/python bench/build_demo.py [--no-image]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import conda_pack
+
+from baseliner.build import BuildOptions, build_baseline
+from baseliner.channels import resolve_channels
+from baseliner.condapkg import FIXED_MTIME
+from baseliner.config import Project
+from baseliner.envs import install_env, normalise_mtimes
+from baseliner.lock import read_lock
+from baseliner.pack import pack_env, unpack
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def sh(cmd: str) -> None:
+    subprocess.run(cmd, shell=True, check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--no-image", action="store_true")
+    args = parser.parse_args()
+    project = Project.load(ROOT)
+    baseline = project.repo().resolve("demo")
+    refs = resolve_channels(baseline.channels, project.mirrors(), baseline.path.parent)
+    locked = read_lock(baseline, "linux-64")
+    work = Path(tempfile.mkdtemp(prefix="bench-", dir=project.build_dir))
+    rows: list[tuple[str, str, str]] = []
+    try:
+        # warm the package cache and uv's cache once, as a CI runner with a persistent cache would be
+        install_env(locked, refs, work / "warmup", project.package_cache, project.config.pip_index_url)
+        t_install, _ = timed(
+            lambda: install_env(
+                locked, refs, work / "env", project.package_cache, project.config.pip_index_url
+            )
+        )
+        t_cp, _ = timed(lambda: sh(f"cp -al {work / 'env'} {work / 'env-cp'}"))
+        rows.append(
+            (
+                "env install (warm cache)",
+                f"{t_install:.2f} s",
+                f"{t_install / t_cp:.1f}x `cp -al` ({t_cp:.2f} s)",
+            )
+        )
+
+        env = work / "env"
+        normalise_mtimes(env, FIXED_MTIME)
+        t_gz, gz = timed(lambda: pack_env(env, work / "out" / "demo.tar.gz", "tar.gz", 4, 1))
+        t_zst, zst = timed(lambda: pack_env(env, work / "out" / "demo.tar.zst", "tar.zst", 4, -1))
+        t_cpk, _ = timed(
+            lambda: conda_pack.pack(prefix=str(env), output=str(work / "cp.tar.gz"), verbose=False)
+        )
+        cpk_size = (work / "cp.tar.gz").stat().st_size
+        t_tz, _ = timed(lambda: sh(f"tar -C {env} -cf - . | zstd -q -T0 -3 -o {work / 'plain.tar.zst'}"))
+        tz_size = (work / "plain.tar.zst").stat().st_size
+        for label, t, size in (
+            ("tar.gz (level 4)", t_gz, gz.size),
+            ("tar.zst (level 4, all cores)", t_zst, zst.size),
+        ):  # type: ignore[attr-defined]
+            rows.append((f"pack {label}", f"{t:.2f} s, {size / 1e6:.1f} MB",
+                         f"time {t / t_cpk:.2f}x / size {size / cpk_size:.2f}x conda-pack default ({t_cpk:.2f} s, {cpk_size / 1e6:.1f} MB); "
+                         f"time {t / t_tz:.2f}x / size {size / tz_size:.2f}x `tar | zstd -T0` ({t_tz:.2f} s, {tz_size / 1e6:.1f} MB)"))  # fmt: skip
+
+        t_unpack, _ = timed(lambda: unpack(gz.path, work / "unpacked"))  # type: ignore[attr-defined]
+        (work / "plain-x").mkdir()
+        t_tar, _ = timed(lambda: sh(f"tar -xzf {gz.path} -C {work / 'plain-x'}"))  # type: ignore[attr-defined]
+        rows.append(
+            (
+                "unpack tar.gz (verify+extract+conda-unpack)",
+                f"{t_unpack:.2f} s",
+                f"{t_unpack / t_tar:.2f}x `tar -xzf` ({t_tar:.2f} s)",
+            )
+        )
+
+        options = BuildOptions(image=not args.no_image)
+        forced = BuildOptions(image=not args.no_image, force=True)
+        t_first, first = timed(lambda: build_baseline(project, "demo", forced))
+        t_noop, second = timed(lambda: build_baseline(project, "demo", options))
+        rows.append(
+            (
+                "build-baseline demo --force (full build)",
+                f"{t_first:.2f} s",
+                f"steps: {', '.join(s.name for s in first.steps)}",
+            )
+        )  # type: ignore[attr-defined]
+        rows.append(("build-baseline demo, nothing changed", f"{t_noop:.2f} s",
+                     f"no-op={not second.rebuilt}; {t_noop / max(t_first, 1e-9):.4f}x the full build"))  # type: ignore[attr-defined]  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    width = max(len(r[0]) for r in rows)
+    print(f"baseliner build benchmark — demo baseline, python {sys.version.split()[0]}")
+    for name, value, ratio in rows:
+        print(f"{name:<{width}}  {value:>18}  {ratio}")
+
+
+if __name__ == "__main__":
+    main()
