@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 import subprocess
 from collections.abc import Callable, Sequence
@@ -81,8 +82,13 @@ def header(baseline: Baseline, comment: str = "#") -> str:
 
 
 def _virtual_packages(baseline: Baseline, platform: str) -> list[str]:
+    return virtual_packages(baseline.virtual_packages.get(platform, ()), platform)
+
+
+def virtual_packages(declared: Sequence[str], platform: str) -> list[str]:
+    """The platform's default virtual packages, overridden by the declared ones (name=version=build)."""
     entries = {e.split("=", 1)[0]: e for e in DEFAULT_VIRTUAL[platform.split("-")[0]]}
-    for entry in baseline.virtual_packages.get(platform, ()):
+    for entry in declared:
         parts = entry.split("=")
         entries[parts[0]] = "=".join([*parts, "0", "0"][:3]) if len(parts) < 3 else entry
     return [entries[k] for k in sorted(entries)]
@@ -98,26 +104,40 @@ def _generic_virtual(entries: Sequence[str]) -> list[object]:
     return out
 
 
-def _solve_platform(baseline: Baseline, refs: list[ChannelRef], platform: str, cache: Path) -> list[object]:
+def solve_records(
+    specs: Sequence[str],
+    refs: Sequence[ChannelRef],
+    platform: str,
+    cache: Path,
+    virtual: Sequence[str],
+    pinned: Sequence[object] = (),
+    locked: Sequence[object] = (),
+) -> list[object]:
+    """Solve `specs` for one platform with py-rattler (strict channel priority); rattler's errors pass through."""
     from rattler import Channel, ChannelPriority, Gateway, solve
 
     gateway = Gateway(cache_dir=cache / "repodata")
-    virtual = _generic_virtual(_virtual_packages(baseline, platform))
 
     async def run() -> list[object]:
         return list(
             await solve(
                 sources=[Channel(r.source) for r in refs],
-                specs=baseline.conda_specs,
+                specs=list(specs),
                 gateway=gateway,
                 platforms=[platform, "noarch"],
-                virtual_packages=virtual,  # type: ignore[arg-type]
+                virtual_packages=_generic_virtual(virtual),  # type: ignore[arg-type]
                 channel_priority=ChannelPriority.Strict,
+                pinned_packages=list(pinned) or None,  # type: ignore[arg-type]
+                locked_packages=list(locked) or None,  # type: ignore[arg-type]
             )
         )
 
+    return asyncio.run(run())
+
+
+def _solve_platform(baseline: Baseline, refs: list[ChannelRef], platform: str, cache: Path) -> list[object]:
     try:
-        return asyncio.run(run())
+        return solve_records(baseline.conda_specs, refs, platform, cache, _virtual_packages(baseline, platform))
     except Exception as exc:  # rattler's SolverError, FetchRepoDataError, ...
         text = str(exc).strip()
         asked = [f"{r.spec}   (asked by {r.origin})" for r in baseline.conda]
@@ -133,7 +153,7 @@ def _solve_platform(baseline: Baseline, refs: list[ChannelRef], platform: str, c
         ) from exc
 
 
-def _canonicalise(records: list[object], refs: list[ChannelRef]) -> list[object]:
+def canonicalise(records: list[object], refs: Sequence[ChannelRef]) -> list[object]:
     """Point every record at its channel's canonical URL, so the lock is the same on any machine."""
     for record in records:
         for ref in refs:
@@ -235,7 +255,7 @@ def lock_baseline(
     outputs: dict[Path, bytes] = {}
     for platform in platforms:
         report(f"solving {baseline.name} for {platform}")
-        records = _canonicalise(_solve_platform(baseline, refs, platform, cache), refs)
+        records = canonicalise(_solve_platform(baseline, refs, platform, cache), refs)
         for record in sorted(records, key=lambda r: str(r.name.normalized)):  # type: ignore[attr-defined]
             if record.sha256 is None:  # type: ignore[attr-defined]
                 raise LockError(f"package {record.file_name!r} has no sha256 in the channel's repodata")  # type: ignore[attr-defined]
@@ -251,13 +271,36 @@ def lock_baseline(
             outputs[paths.pip(platform)] = resolve_pip(
                 baseline, platform, pyver, pip_index_url, report
             ).encode()
-    tmp = paths.lock.with_name(f".{paths.lock.name}.rattler")
-    lock.to_path(tmp)
-    outputs[paths.lock] = header(baseline).encode() + tmp.read_bytes()
-    tmp.unlink()
+    outputs[paths.lock] = header(baseline).encode() + rattler_lock_bytes(lock, paths.lock)
     for path, data in outputs.items():
         _write_atomic(path, data)
     return sorted(outputs)
+
+
+def rattler_lock_bytes(lock: object, near: Path) -> bytes:
+    """The bytes py-rattler writes for `lock` (it writes files only; a temp file next to `near`)."""
+    tmp = near.with_name(f".{near.name}.rattler-{os.getpid()}")
+    try:
+        lock.to_path(tmp)  # type: ignore[attr-defined]
+        return tmp.read_bytes()
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_lock_records(path: Path, platform: str) -> tuple[list[str], list[object]]:
+    """Channels (canonical URLs) and the conda records of one platform of a py-rattler lock file."""
+    from rattler import LockFile
+
+    try:
+        env = LockFile.from_path(path).environment(LOCK_ENV)
+    except Exception as exc:
+        raise LockError(f"cannot read lock {str(path)!r}: {exc}") from exc
+    if env is None:
+        raise LockError(f"lock {str(path)!r} has no environment {LOCK_ENV!r}")
+    records = env.conda_repodata_records().get(platform)
+    if records is None:
+        raise LockError(f"lock {str(path)!r} has no platform {platform!r}")
+    return [str(c).rstrip("/") for c in env.channels()], list(records)
 
 
 def lock_files(spec_path: Path) -> list[Path]:

@@ -1,0 +1,199 @@
+"""The artifact store: published baselines, each version with its manifest, lock, tarball and SBOM.
+
+A store is a directory (e.g. shared storage) or an `http(s)://` URL serving one (read-only).
+
+    STORE/index.json                        every published NAME -> VERSION -> summary
+    STORE/NAME/VERSION/manifest.json        what `build-baseline` wrote (+ publication details)
+    STORE/NAME/VERSION/NAME.lock            the locks it was built from (and explicit / pip locks)
+    STORE/NAME/VERSION/NAME-VERSION-P.tar.gz (+ .sha256)
+    STORE/NAME/VERSION/sbom.cdx.json        CycloneDX SBOM of every package
+
+Writes are atomic: a version directory is assembled under a temporary name and renamed into place,
+then the index is rewritten through a temporary file while an exclusive lock on
+`STORE/.index.lock` is held (so concurrent publishers never lose each other's entries).
+Reading a store verifies what it reads: a missing or corrupt entry is a clear StoreError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import BaselinerError
+from .pack import sha256_file
+
+INDEX_VERSION = 1
+
+
+class StoreError(BaselinerError):
+    """The artifact store is unreachable, incomplete or corrupt."""
+
+
+@dataclass(frozen=True)
+class Store:
+    """A store at a directory path or an HTTP URL."""
+
+    location: str
+
+    @property
+    def is_remote(self) -> bool:
+        return self.location.startswith(("http://", "https://"))
+
+    @property
+    def path(self) -> Path:
+        if self.is_remote:
+            raise StoreError(f"store {self.location!r} is read-only over HTTP", hint="publish to a directory")
+        return Path(self.location.removeprefix("file://"))
+
+    def read_bytes(self, rel: str) -> bytes:
+        if self.is_remote:
+            url = f"{self.location.rstrip('/')}/{rel}"
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response:
+                    return bytes(response.read())
+            except urllib.error.HTTPError as exc:
+                raise StoreError(f"store entry {rel!r} not found at {self.location}", details=[f"HTTP {exc.code}"]) from None
+            except urllib.error.URLError as exc:
+                raise StoreError(f"store {self.location!r} is unreachable: {exc.reason}") from None
+        path = self.path / rel
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise StoreError(
+                f"store entry {rel!r} is missing in {self.location}",
+                hint="the entry may have been deleted by hand; publish the baseline again",
+            ) from None
+
+    def read_json(self, rel: str) -> dict[str, Any]:
+        data = self.read_bytes(rel)
+        try:
+            value = json.loads(data)
+        except ValueError as exc:
+            raise StoreError(
+                f"store entry {rel!r} is corrupt (not JSON: {exc.msg} at byte {exc.pos})",
+                hint="the file may be truncated; publish the baseline again",
+            ) from None
+        if not isinstance(value, dict):
+            raise StoreError(f"store entry {rel!r} is corrupt (not a JSON object)")
+        return value
+
+    def index(self) -> dict[str, Any]:
+        if not self.is_remote and not (self.path / "index.json").is_file():
+            return {"schema_version": INDEX_VERSION, "baselines": {}}
+        index = self.read_json("index.json")
+        if index.get("schema_version") != INDEX_VERSION or not isinstance(index.get("baselines"), dict):
+            raise StoreError("store index.json is not a baseliner index", hint="check the store location")
+        return index
+
+    def manifest(self, name: str, version: str) -> dict[str, Any]:
+        entries = self.index()["baselines"].get(name, {})
+        if version not in entries:
+            known = sorted(entries)
+            raise StoreError(
+                f"{name}@{version} is not published in {self.location}",
+                details=[f"published versions of {name}: {', '.join(known) if known else 'none'}"],
+                hint=f"run `invoke publish {name}` in the baselines repo",
+            )
+        return self.read_json(f"{name}/{version}/manifest.json")
+
+    def fetch(self, name: str, version: str, filename: str, dest: Path) -> Path:
+        """Copy one file of a published version to `dest`, checking its sha256 when the manifest has it."""
+        manifest = self.manifest(name, version)
+        data = self.read_bytes(f"{name}/{version}/{filename}")
+        expected = manifest.get("files", {}).get(filename)
+        import hashlib
+
+        if expected and hashlib.sha256(data).hexdigest() != expected:
+            raise StoreError(f"store file {name}/{version}/{filename} does not match its manifest checksum",
+                             hint="the store entry is corrupt; publish again")  # fmt: skip
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(data)
+        tmp.replace(dest)
+        return dest
+
+
+@contextlib.contextmanager
+def _index_lock(root: Path) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".index.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def sbom(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A CycloneDX 1.5 SBOM of the conda and pip packages of a manifest."""
+    components = []
+    for pkg in manifest["packages"]["conda"]:
+        components.append({
+            "type": "library", "name": pkg["name"], "version": pkg["version"],
+            "purl": f"pkg:conda/{pkg['name']}@{pkg['version']}?build={pkg['build']}&channel={pkg['channel']}",
+            "hashes": [{"alg": "SHA-256", "content": pkg["sha256"]}],
+        })  # fmt: skip
+    for pkg in manifest["packages"]["pip"]:
+        components.append({"type": "library", "name": pkg["name"], "version": pkg["version"],
+                           "purl": f"pkg:pypi/{pkg['name'].lower()}@{pkg['version']}"})  # fmt: skip
+    return {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "version": 1,
+        "metadata": {"component": {"type": "application", "name": manifest["name"], "version": manifest["version"]}},
+        "components": components,
+    }
+
+
+def publish(store: Store, manifest_path: Path, lock_files: list[Path]) -> dict[str, Any]:
+    """Publish a built baseline (its manifest, tarball, locks, SBOM) into `store`; returns the entry."""
+    root = store.path
+    out_dir = manifest_path.parent
+    manifest = json.loads(manifest_path.read_text())
+    name, version = manifest["name"], manifest["version"]
+    tarball = out_dir / manifest["tarball"]["name"]
+    if not tarball.is_file() or sha256_file(tarball) != manifest["tarball"]["sha256"]:
+        raise StoreError(f"the built tarball of {name} {version} is missing or changed",
+                         hint=f"run `invoke build-baseline {name}` first")  # fmt: skip
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".publish-{name}-{version}-", dir=root))
+    try:
+        files = [tarball, tarball.with_name(tarball.name + ".sha256"), *lock_files]
+        for path in files:
+            os.link(path, staging / path.name) if path.stat().st_dev == staging.stat().st_dev else shutil.copy2(path, staging / path.name)
+        (staging / "sbom.cdx.json").write_text(json.dumps(sbom(manifest), indent=2, sort_keys=True) + "\n")
+        published = dict(manifest)
+        published["files"] = {p.name: sha256_file(staging / p.name) for p in sorted(staging.iterdir())}
+        (staging / "manifest.json").write_text(json.dumps(published, indent=2, sort_keys=True) + "\n")
+        target = root / name / version
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _index_lock(root):
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+            index = store.index()
+            entry = {
+                "manifest": f"{name}/{version}/manifest.json",
+                "lock_hash": manifest["lock_hash"],
+                "tarball": manifest["tarball"]["name"],
+                "sha256": manifest["tarball"]["sha256"],
+                "image": manifest.get("image"),
+            }
+            index["baselines"].setdefault(name, {})[version] = entry
+            tmp = root / f".index.json.tmp-{os.getpid()}"
+            tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+            tmp.replace(root / "index.json")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return entry
