@@ -31,7 +31,7 @@ from . import __version__
 from .channels import resolve_channels
 from .condapkg import FIXED_MTIME
 from .config import Project
-from .envs import clean_stale_staging, install_env, normalise_mtimes
+from .envs import BASELINE_MARKER, clean_stale_staging, install_env, normalise_mtimes
 from .errors import DockerUnavailable, PackError
 from .lint import Finding, lint_env, raise_on_errors
 from .lock import lock_baseline, lock_hash, read_lock, stale_reason
@@ -274,9 +274,10 @@ def build_baseline(
         with _step(result, "env", report) as detail:
             locked = read_lock(baseline, options.platform)
             refs = resolve_channels(baseline.channels, project.mirrors(), baseline.path.parent)
-            installed = install_env(
-                locked, refs, paths.env, project.package_cache, project.config.pip_index_url, report=report
-            )
+            marker = {"name": baseline.name, "version": baseline.version, "platform": options.platform,
+                      "lock_hash": lock_hash(baseline.path)}  # fmt: skip
+            installed = install_env(locked, refs, paths.env, project.package_cache, project.config.pip_index_url,
+                                    report=report, markers={BASELINE_MARKER: marker})  # fmt: skip
             detail.append(f"{installed.conda_packages} conda + {installed.pip_packages} pip packages, "
                           f"cache hits {installed.cache_hits}/{installed.conda_packages}")  # fmt: skip
         with _step(result, "lint", report) as detail:

@@ -11,6 +11,7 @@ Relative paths are relative to the directory holding the config. Every key is op
     pip_index_url: https://pypi.org/simple
     package_cache: build/pkgs
     dist: dist
+    store: dist/store                       # artifact store: a directory or http(s) URL
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class OrgConfig(StrictModel):
     pip_index_url: str | None = Field(default=None, pattern=CHANNEL_RE)
     package_cache: str = "build/pkgs"
     dist: str = "dist"
+    store: str = "dist/store"
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,12 @@ class Project:
     @property
     def dist_dir(self) -> Path:
         return self._path(self.config.dist)
+
+    @property
+    def store_location(self) -> str:
+        """The artifact store: an http(s) URL as given, or a directory relative to the config."""
+        value = self.config.store
+        return value if "://" in value else str(self._path(value))
 
     def repo(self) -> BaselineRepo:
         return BaselineRepo(self.baselines_dir)

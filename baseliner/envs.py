@@ -29,6 +29,9 @@ from .errors import EnvError
 from .lock import LockedEnv
 
 Report = Callable[[str], None]
+# Written into every built prefix (and so into its tarball): which baseline and lock it holds.
+BASELINE_MARKER = "etc/baseliner/baseline.json"
+OVERLAY_MARKER = "etc/baseliner/overlay.json"
 
 
 def _noop(_: str) -> None:
@@ -102,7 +105,7 @@ def install_pip(pip_lock: Path, staging: Path, final: Path, index_url: str | Non
     python = staging / "bin" / "python"
     cmd = [
         find_uv_bin(), "pip", "install", "--python", str(python), "--no-deps", "--require-hashes",
-        "--no-config", "--link-mode", "copy", "--cache-dir", str(uv_cache), "-r", str(pip_lock),
+        "--no-config", "--link-mode", "hardlink", "--cache-dir", str(uv_cache), "-r", str(pip_lock),
     ]  # fmt: skip
     if index_url:
         cmd += ["--index-url", index_url]
@@ -131,7 +134,7 @@ def _retarget_scripts(staging: Path, final: Path) -> None:
             head = fh.read(len(old))
         if head == old:
             data = new + script.read_bytes()[len(old) :]
-            script.write_bytes(data)
+            _replace_file(script, data)
             changed[script.name] = data
     if not changed:
         return
@@ -146,7 +149,15 @@ def _retarget_scripts(staging: Path, final: Path) -> None:
                 digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
                 line = f"{path},sha256={digest},{len(data)}"
             out.append(line)
-        record.write_text("\n".join(out) + "\n")
+        _replace_file(record, ("\n".join(out) + "\n").encode())
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write through a new inode: the old one may be a hardlink into a shared cache."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, path.stat().st_mode & 0o7777)
+    tmp.replace(path)
 
 
 def normalise_mtimes(prefix: Path, epoch: int) -> None:
@@ -165,6 +176,8 @@ def install_env(
     pip_index_url: str | None = None,
     uv_cache: Path | None = None,
     report: Report = _noop,
+    extra_pip_locks: Sequence[Path] = (),
+    markers: dict[str, object] | None = None,
 ) -> InstallResult:
     """Install `locked` at `final` through a staging prefix renamed into place on success."""
     final = final.resolve()
@@ -177,11 +190,15 @@ def install_env(
         report(f"installing {len(records)} conda packages ({hits} already in {cache})")
         install_conda(records, staging, final, cache)
         pip_count = 0
-        if locked.pip_lock is not None:
-            report(f"installing pip lock {locked.pip_lock.name} with uv (--no-deps --require-hashes)")
-            pip_count = install_pip(
-                locked.pip_lock, staging, final, pip_index_url, uv_cache or cache.parent / "uv-cache"
+        for pip_lock in [*([locked.pip_lock] if locked.pip_lock else []), *extra_pip_locks]:
+            report(f"installing pip lock {pip_lock.name} with uv (--no-deps --require-hashes)")
+            pip_count += install_pip(
+                pip_lock, staging, final, pip_index_url, uv_cache or cache.parent / "uv-cache"
             )
+        for rel, data in (markers or {}).items():
+            marker = staging / rel
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)

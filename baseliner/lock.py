@@ -137,7 +137,9 @@ def solve_records(
 
 def _solve_platform(baseline: Baseline, refs: list[ChannelRef], platform: str, cache: Path) -> list[object]:
     try:
-        return solve_records(baseline.conda_specs, refs, platform, cache, _virtual_packages(baseline, platform))
+        return solve_records(
+            baseline.conda_specs, refs, platform, cache, _virtual_packages(baseline, platform)
+        )
     except Exception as exc:  # rattler's SolverError, FetchRepoDataError, ...
         text = str(exc).strip()
         asked = [f"{r.spec}   (asked by {r.origin})" for r in baseline.conda]

@@ -26,7 +26,7 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
@@ -75,8 +75,12 @@ def pack_env(
     compress_level: int = 4,
     threads: int = 1,
     report: Report = _noop,
+    only: Collection[str] | None = None,
 ) -> PackResult:
-    """Pack `prefix` into `output` (written under a temporary name, then renamed)."""
+    """Pack `prefix` into `output` (written under a temporary name, then renamed).
+
+    With `only`, just those prefix-relative files go in (a delta); `conda-unpack` then rewrites the
+    prefix in those files alone."""
     import conda_pack
 
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +88,7 @@ def pack_env(
     try:
         raw = tmp_dir / "env.tar"
         report(f"conda-pack {prefix.name} -> {fmt} (level {compress_level}, {threads} thread(s))")
-        _conda_pack(conda_pack, prefix, raw)
+        _conda_pack(conda_pack, prefix, raw, only)
         tmp = tmp_dir / f"env.{fmt}"
         with tmp.open("wb") as out, _compressor(out, fmt, compress_level, threads) as stream:
             _normalise_tar(raw, stream)
@@ -122,11 +126,13 @@ def _normalise_tar(raw: Path, stream: IO[bytes]) -> None:
             dst.addfile(member, src.extractfile(member) if member.isreg() else None)
 
 
-def _conda_pack(conda_pack: object, prefix: Path, out: Path) -> None:
+def _conda_pack(conda_pack: object, prefix: Path, out: Path, only: Collection[str] | None) -> None:
     try:
-        conda_pack.pack(  # type: ignore[attr-defined]
-            prefix=str(prefix), output=str(out), format="tar", force=True, arcroot="", verbose=False,
-        )  # fmt: skip
+        env = conda_pack.CondaEnv.from_prefix(str(prefix))  # type: ignore[attr-defined]
+        if only is not None:
+            wanted = set(only)
+            env = conda_pack.CondaEnv(env.prefix, [f for f in env.files if f.target in wanted])  # type: ignore[attr-defined]
+        env.pack(output=str(out), format="tar", force=True, arcroot="", verbose=False)
     except conda_pack.CondaPackException as exc:  # type: ignore[attr-defined]
         raise PackError(
             f"conda-pack refused {prefix}",

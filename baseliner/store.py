@@ -62,7 +62,9 @@ class Store:
                 with urllib.request.urlopen(url, timeout=60) as response:
                     return bytes(response.read())
             except urllib.error.HTTPError as exc:
-                raise StoreError(f"store entry {rel!r} not found at {self.location}", details=[f"HTTP {exc.code}"]) from None
+                raise StoreError(
+                    f"store entry {rel!r} not found at {self.location}", details=[f"HTTP {exc.code}"]
+                ) from None
             except urllib.error.URLError as exc:
                 raise StoreError(f"store {self.location!r} is unreachable: {exc.reason}") from None
         path = self.path / rel
@@ -150,7 +152,9 @@ def sbom(manifest: dict[str, Any]) -> dict[str, Any]:
         "bomFormat": "CycloneDX",
         "specVersion": "1.5",
         "version": 1,
-        "metadata": {"component": {"type": "application", "name": manifest["name"], "version": manifest["version"]}},
+        "metadata": {
+            "component": {"type": "application", "name": manifest["name"], "version": manifest["version"]}
+        },
         "components": components,
     }
 
@@ -170,7 +174,9 @@ def publish(store: Store, manifest_path: Path, lock_files: list[Path]) -> dict[s
     try:
         files = [tarball, tarball.with_name(tarball.name + ".sha256"), *lock_files]
         for path in files:
-            os.link(path, staging / path.name) if path.stat().st_dev == staging.stat().st_dev else shutil.copy2(path, staging / path.name)
+            os.link(
+                path, staging / path.name
+            ) if path.stat().st_dev == staging.stat().st_dev else shutil.copy2(path, staging / path.name)
         (staging / "sbom.cdx.json").write_text(json.dumps(sbom(manifest), indent=2, sort_keys=True) + "\n")
         published = dict(manifest)
         published["files"] = {p.name: sha256_file(staging / p.name) for p in sorted(staging.iterdir())}

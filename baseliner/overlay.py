@@ -1,0 +1,401 @@
+"""Overlays: a project's small delta on top of a frozen, published baseline.
+
+`overlay.yaml` (in the project's own repo) names its base with `extends:` — `NAME@VERSION`,
+resolved through the artifact store, or a path to a baseline lock (`NAME.lock`) or a published
+`manifest.json` — and lists only what it adds. The base is never re-solved: every base record is
+*pinned* in the solve, so the result is the base plus a delta. If the overlay needs any base
+package changed, locking fails naming the package, the base's version and what the overlay asks;
+`--allow-base-changes` produces a full, non-layered environment instead (and every artifact says so).
+
+Files next to `overlay.yaml`: `overlay.lock` (py-rattler lock of the delta records; its header
+names the base and its lock hash) and `overlay.pip-PLATFORM.txt` (the pip delta, hashed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .channels import DEFAULT_CHANNEL_ALIAS, ChannelRef, resolve_channels
+from .errors import LockError, SpecError
+from .lint import normalise
+from .lock import (
+    LOCK_ENV,
+    UV_PLATFORM,
+    canonicalise,
+    lock_hash,
+    rattler_lock_bytes,
+    read_lock_records,
+    solve_records,
+    virtual_packages,
+)
+from .spec import (
+    NAME_RE,
+    ChannelStr,
+    MatchSpecStr,
+    PackSpec,
+    PipRequirementStr,
+    StrictModel,
+    read_source,
+    validate_model,
+)
+from .store import Store
+
+Report = Callable[[str], None]
+EXTENDS_RE = (
+    r"^(?:[a-z0-9][a-z0-9._-]{0,62}@[A-Za-z0-9][A-Za-z0-9._-]{0,63}|[A-Za-z0-9_./-]+\.(?:lock|json))$"
+)
+HEADER_RE = re.compile(r"^# baseliner-(\w[\w-]*): (.*)$", re.M)
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+class OverlaySpec(StrictModel):
+    """One `overlay.yaml`, as written."""
+
+    schema_version: Literal[1]
+    name: str = Field(pattern=NAME_RE)
+    extends: str = Field(pattern=EXTENDS_RE)
+    description: str = ""
+    platforms: list[Literal["linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64"]] = Field(
+        default_factory=lambda: ["linux-64"]
+    )
+    channels: list[ChannelStr] = Field(default_factory=list)
+    conda: list[MatchSpecStr] = Field(default_factory=list)
+    pip: list[PipRequirementStr] = Field(default_factory=list)
+    pack: PackSpec = Field(default_factory=PackSpec)
+
+
+@dataclass(frozen=True)
+class Overlay:
+    spec: OverlaySpec
+    path: Path
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_suffix(".lock")
+
+    def pip_path(self, platform: str) -> Path:
+        return self.path.with_name(f"{self.path.stem}.pip-{platform}.txt")
+
+    def spec_hash(self, base: Base) -> str:
+        data = {"v": 1, "spec": self.spec.model_dump(mode="json"), "base_lock_hash": base.lock_hash}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def load_overlay(path: Path) -> Overlay:
+    spec: OverlaySpec = validate_model(OverlaySpec, read_source(path), "overlay", path.stem)
+    return Overlay(spec, path.resolve())
+
+
+@dataclass(frozen=True)
+class Base:
+    """A resolved base: the lock files of a published (or local) baseline, copied locally."""
+
+    name: str
+    version: str
+    lock_hash: str
+    lock: Path
+    pip_locks: dict[str, Path]
+    manifest: dict[str, Any] | None
+    store: Store | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def pip_pins(self, platform: str) -> dict[str, str]:
+        path = self.pip_locks.get(platform)
+        return _pins(path.read_text()) if path else {}
+
+
+def _pins(text: str) -> dict[str, str]:
+    pins = {}
+    for line in text.splitlines():
+        match = re.match(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)", line)
+        if match:
+            pins[normalise(match.group(1))] = match.group(2)
+    return pins
+
+
+def resolve_base(overlay: Overlay, store: Store | None, work: Path) -> Base:
+    """Find the base named by `extends:` and copy its lock files under `work`."""
+    extends = overlay.spec.extends
+    if "@" in extends and not extends.endswith((".lock", ".json")):
+        name, version = extends.split("@", 1)
+        if store is None:
+            raise SpecError(f"overlay {overlay.spec.name!r} extends {extends} but no artifact store is configured",
+                            hint="set `store:` in baseliner.yaml, pass --store, or extend a path to a lock")  # fmt: skip
+        manifest = store.manifest(name, version)
+        target = work / f"{name}-{version}"
+        for filename in manifest.get("files", {}):
+            if filename.endswith(".lock") or ".pip-" in filename:
+                store.fetch(name, version, filename, target / filename)
+        lock = target / f"{name}.lock"
+        return Base(name, version, manifest["lock_hash"], lock, _pip_locks(lock), manifest, store)
+    path = (overlay.path.parent / extends).resolve()
+    if not path.is_file():
+        raise SpecError(
+            f"overlay {overlay.spec.name!r}: base {extends!r} does not exist", hint="fix `extends:`"
+        )
+    if path.name == "manifest.json":
+        manifest = json.loads(path.read_text())
+        lock = path.with_name(f"{manifest['name']}.lock")
+        return Base(
+            manifest["name"],
+            manifest["version"],
+            manifest["lock_hash"],
+            lock,
+            _pip_locks(lock),
+            manifest,
+            None,
+        )
+    name = path.name.removesuffix(".lock")
+    return Base(name, "local", lock_hash(path.with_name(f"{name}.yaml")), path, _pip_locks(path), None, None)
+
+
+def _pip_locks(lock: Path) -> dict[str, Path]:
+    stem = lock.name.removesuffix(".lock")
+    return {
+        p.name.removeprefix(f"{stem}.pip-").removesuffix(".txt"): p
+        for p in lock.parent.glob(f"{stem}.pip-*.txt")
+    }
+
+
+def _refs_for(
+    base_channels: Sequence[str], extra: Sequence[str], mirrors: dict[str, str], base_dir: Path
+) -> list[ChannelRef]:
+    names = [
+        c.removeprefix(DEFAULT_CHANNEL_ALIAS + "/") if c.startswith(DEFAULT_CHANNEL_ALIAS + "/") else c
+        for c in base_channels
+    ]
+    names += [c for c in extra if c not in names]
+    return resolve_channels(names, mirrors, base_dir)
+
+
+def _name(record: object) -> str:
+    return str(record.name.normalized)  # type: ignore[attr-defined]
+
+
+def base_conflicts(specs: Sequence[str], base_records: Sequence[object], base: Base) -> list[str]:
+    """Overlay specs that the base's own record of the same package does not satisfy."""
+    from rattler import MatchSpec
+
+    by_name = {_name(r): r for r in base_records}
+    found = []
+    for text in specs:
+        spec = MatchSpec(text)
+        record = by_name.get(str(spec.name.normalized))  # type: ignore[union-attr]
+        if record is not None and not spec.matches(record):  # type: ignore[arg-type]
+            found.append(
+                f"{_name(record)}: base {base.ref} has {record.version} ({record.build}), "  # type: ignore[attr-defined]
+                f"the overlay needs '{text}'"
+            )
+    return found
+
+
+@dataclass(frozen=True)
+class OverlayLock:
+    layered: bool
+    records: dict[str, list[object]]  # per platform: the delta (layered) or everything
+    written: list[Path]
+
+
+def lock_overlay(
+    overlay: Overlay,
+    base: Base,
+    mirrors: dict[str, str],
+    cache: Path,
+    pip_index_url: str | None = None,
+    allow_base_changes: bool = False,
+    report: Report = _noop,
+) -> OverlayLock:
+    from rattler import LockChannel, LockFile, LockPlatform
+
+    spec = overlay.spec
+    outputs: dict[Path, bytes] = {}
+    per_platform: dict[str, list[object]] = {}
+    platforms = {p: LockPlatform(p) for p in spec.platforms}
+    lock = LockFile(list(platforms.values()))
+    channels_set = False
+    layered = True
+    for platform in spec.platforms:
+        base_channels, base_records = read_lock_records(base.lock, platform)
+        refs = _refs_for(base_channels, spec.channels, mirrors, overlay.path.parent)
+        if not channels_set:
+            lock.set_channels(LOCK_ENV, [LockChannel(r.canonical + "/") for r in refs])
+            channels_set = True
+        base_names = [_name(r) for r in base_records]
+        conflicts = base_conflicts(spec.conda, base_records, base)
+        report(f"solving the delta of {spec.name} on {base.ref} for {platform}")
+        if conflicts and not allow_base_changes:
+            raise LockError(
+                f"overlay {spec.name!r} would change its base {base.ref}",
+                details=conflicts,
+                hint="relax the overlay's pin, ask for a new baseline version, or pass --allow-base-changes "
+                "to build a full (non-layered) environment",
+            )
+        virtual = virtual_packages((), platform)
+        try:
+            if allow_base_changes:
+                layered = layered and not conflicts
+                solved = solve_records(
+                    [*spec.conda, *base_names], refs, platform, cache, virtual, locked=base_records
+                )
+            else:
+                solved = solve_records(
+                    [*spec.conda, *base_names], refs, platform, cache, virtual, pinned=base_records
+                )
+        except Exception as exc:  # rattler's SolverError
+            raise LockError(
+                f"could not solve overlay {spec.name!r} on {base.ref} for {platform}",
+                details=[*str(exc).strip().splitlines()[:20]],
+                detail_limit=20,
+                hint="a dependency of the overlay may need a different version of a base package; "
+                "relax the overlay or pass --allow-base-changes",
+            ) from exc
+        solved = canonicalise(solved, refs)
+        base_keys = {(_name(r), str(r.version), str(r.build)) for r in base_records}  # type: ignore[attr-defined]
+        changed = [
+            r
+            for r in solved
+            if _name(r) in base_names and (_name(r), str(r.version), str(r.build)) not in base_keys
+        ]  # type: ignore[attr-defined]
+        if changed:
+            layered = False
+        records = solved if not layered else [r for r in solved if _name(r) not in base_names]
+        per_platform[platform] = records
+        for record in sorted(records, key=_name):
+            lock.add_conda_package(LOCK_ENV, platforms[platform], record)  # type: ignore[arg-type]
+        if spec.pip:
+            pyver = next(
+                (".".join(str(r.version).split(".")[:2]) for r in solved if _name(r) == "python"), None
+            )  # type: ignore[attr-defined]
+            if pyver is None:
+                raise LockError(f"overlay {spec.name!r} has a pip section but its base has no python")
+            outputs[overlay.pip_path(platform)] = _resolve_pip_delta(
+                overlay, base, platform, pyver, pip_index_url
+            )
+    head = _header(overlay, base, layered)
+    outputs[overlay.lock_path] = head.encode() + rattler_lock_bytes(lock, overlay.lock_path)
+    for path, data in outputs.items():
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return OverlayLock(layered, per_platform, sorted(outputs))
+
+
+def _header(overlay: Overlay, base: Base, layered: bool) -> str:
+    return (
+        f"# generated by baseliner from {overlay.path.name} — do not edit; regenerate with "
+        f"`baseliner lock-overlay {overlay.path.name}`\n"
+        f"# baseliner-spec-hash: {overlay.spec_hash(base)}\n"
+        f"# baseliner-base: {base.ref}\n"
+        f"# baseliner-base-lock-hash: {base.lock_hash}\n"
+        f"# baseliner-layered: {'true' if layered else 'false'}\n"
+    )
+
+
+def read_header(path: Path) -> dict[str, str]:
+    return dict(HEADER_RE.findall(path.read_text(encoding="utf-8")[:4096]))
+
+
+def overlay_stale_reason(overlay: Overlay, base: Base) -> str | None:
+    if not overlay.lock_path.is_file():
+        return "no lock"
+    head = read_header(overlay.lock_path)
+    if head.get("base-lock-hash") != base.lock_hash:
+        return f"the base changed (lock hash {base.lock_hash[:12]})"
+    if head.get("spec-hash") != overlay.spec_hash(base):
+        return "the overlay spec changed since it was locked"
+    return None
+
+
+def _resolve_pip_delta(
+    overlay: Overlay, base: Base, platform: str, pyver: str, index_url: str | None
+) -> bytes:
+    from uv import find_uv_bin
+
+    pins = base.pip_pins(platform)
+    with tempfile.TemporaryDirectory() as tmp:
+        constraints = Path(tmp) / "base-constraints.txt"
+        constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(pins.items())))
+        cmd = [
+            find_uv_bin(), "pip", "compile", "-", "--generate-hashes", "--no-header", "--quiet", "--no-annotate",
+            "--no-config", "--python-version", pyver, "--python-platform", UV_PLATFORM[platform], "-c", str(constraints),
+        ]  # fmt: skip
+        if index_url:
+            cmd += ["--index-url", index_url]
+        proc = subprocess.run(cmd, input="\n".join(overlay.spec.pip) + "\n", text=True, capture_output=True)
+    if proc.returncode != 0:
+        raise LockError(
+            f"could not resolve the pip delta of overlay {overlay.spec.name!r} on {base.ref}",
+            details=proc.stderr.strip().splitlines()[-12:],
+            detail_limit=12,
+            hint="a pip requirement may need a different version of a base pip package",
+        )
+    # Keep only what the base does not already have (uv pinned those to the base's versions).
+    blocks, current = [], []
+    for line in proc.stdout.splitlines():
+        if line and not line.startswith((" ", "#")) and current:
+            blocks.append(current)
+            current = []
+        if line:
+            current.append(line)
+    if current:
+        blocks.append(current)
+    kept = [b for b in blocks if normalise(b[0].split("==")[0]) not in pins]
+    body = "".join("\n".join(b) + "\n" for b in kept)
+    return (
+        f"# generated by baseliner from {overlay.path.name} — pip delta over {base.ref}\n"
+    ).encode() + body.encode()
+
+
+# --- drift -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Drift:
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+
+    @property
+    def clean(self) -> bool:
+        return not (self.added or self.removed or self.changed)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"added": self.added, "removed": self.removed, "changed": self.changed}
+
+
+def drift(prefix: Path, base: Base, platform: str = "linux-64") -> Drift:
+    """What an existing environment added, removed or changed relative to a baseline lock."""
+    from .envs import conda_records
+    from .lint import pip_distributions
+
+    _, base_records = read_lock_records(base.lock, platform)
+    expected = {_name(r): f"{r.version}={r.build}" for r in base_records}  # type: ignore[attr-defined]
+    records = conda_records(prefix)
+    actual = {str(r["name"]): f"{r['version']}={r['build']}" for r in records}
+    expected_pip = {f"pip:{n}": v for n, v in base.pip_pins(platform).items()}
+    conda_files = {str(f) for r in records for f in r.get("files", [])}  # type: ignore[union-attr]
+    actual_pip = {f"pip:{normalise(d.name)}": d.version for d in pip_distributions(prefix, conda_files)}
+    expected.update(expected_pip)
+    actual.update(actual_pip)
+    added = sorted(f"{n} {actual[n]}" for n in set(actual) - set(expected))
+    removed = sorted(f"{n} {expected[n]}" for n in set(expected) - set(actual))
+    changed = sorted(
+        f"{n} {expected[n]} -> {actual[n]}" for n in set(actual) & set(expected) if actual[n] != expected[n]
+    )
+    return Drift(added, removed, changed)

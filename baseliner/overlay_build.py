@@ -1,0 +1,208 @@
+"""Building an overlay: the environment, the delta and full tarballs, and applying a delta.
+
+* Environment: the base records and the delta records are linked from the shared package cache
+  (the base's files are the same inodes as in the base environment, hardlinked from the cache),
+  then the base's pip lock and the pip delta (uv, hardlinks from its cache). Its disk cost is close
+  to the delta's size.
+* Delta tarball: conda-pack of only the delta's files (the delta's conda records, its pip
+  distributions, its conda-meta entries and `etc/baseliner/overlay.json`), with a manifest naming
+  the base. `apply_delta` unpacks it on top of an unpacked base — refusing a base whose lock hash
+  differs — and runs the delta's own `conda-unpack`, which rewrites the delta's prefixes only.
+* Full tarball: the whole overlay environment, for machines without the base.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .condapkg import FIXED_MTIME
+from .config import Project
+from .envs import BASELINE_MARKER, OVERLAY_MARKER, conda_records, install_env, normalise_mtimes
+from .errors import PackError
+from .lint import lint_env, normalise, pip_distributions, raise_on_errors
+from .lock import LockedEnv, read_lock_records
+from .overlay import Base, Overlay, _refs_for, overlay_stale_reason, read_header
+from .pack import PackResult, conda_unpack, member_problems, open_tarball, pack_env, verify_checksum
+
+Report = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class OverlayBuild:
+    env: Path
+    delta: PackResult
+    full: PackResult
+    manifest: Path
+    layered: bool
+    delta_files: tuple[str, ...]
+    delta_bytes: int
+
+
+def _delta_files(prefix: Path, base_names: set[str], base_pins: set[str]) -> list[str]:
+    records = conda_records(prefix)
+    files: set[str] = {OVERLAY_MARKER}
+    for rec in records:
+        if str(rec["name"]) in base_names:
+            continue
+        files.update(str(f) for f in rec.get("files", []))  # type: ignore[union-attr]
+        files.add(f"conda-meta/{rec['name']}-{rec['version']}-{rec['build']}.json")
+    conda_files = {str(f) for r in records for f in r.get("files", [])}  # type: ignore[union-attr]
+    for dist in pip_distributions(prefix, conda_files):
+        if normalise(dist.name) not in base_pins:
+            files.update(os.path.normpath(f) for f in dist.files)
+    return sorted(f for f in files if (prefix / f).exists() or (prefix / f).is_symlink())
+
+
+def build_overlay(
+    project: Project,
+    overlay: Overlay,
+    base: Base,
+    platform: str = "linux-64",
+    report: Report = _noop,
+) -> OverlayBuild:
+    reason = overlay_stale_reason(overlay, base)
+    if reason is not None:
+        raise PackError(f"the lock of overlay {overlay.spec.name!r} is out of date: {reason}",
+                        hint=f"run `baseliner lock-overlay {overlay.path.name}`")  # fmt: skip
+    header = read_header(overlay.lock_path)
+    layered = header.get("layered") == "true"
+    base_channels, base_records = read_lock_records(base.lock, platform)
+    _, delta_records = read_lock_records(overlay.lock_path, platform)
+    refs = _refs_for(base_channels, overlay.spec.channels, project.mirrors(), overlay.path.parent)
+    records = [*base_records, *delta_records] if layered else delta_records
+    pip_delta = overlay.pip_path(platform)
+    base_pip = base.pip_locks.get(platform)
+    locked = LockedEnv(platform, records, base_pip if layered else None)
+    name = f"{overlay.spec.name}-{platform}"
+    env = project.build_dir / "envs" / name
+    markers: dict[str, object] = {
+        OVERLAY_MARKER: {
+            "name": overlay.spec.name,
+            "base": base.ref,
+            "base_lock_hash": base.lock_hash,
+            "layered": layered,
+        },
+        BASELINE_MARKER: {
+            "name": base.name,
+            "version": base.version,
+            "platform": platform,
+            "lock_hash": base.lock_hash,
+        },
+    }
+    report(
+        f"installing {overlay.spec.name}: {len(base_records)} base + {len(delta_records)} delta conda packages"
+    )
+    install_env(locked, refs, env, project.package_cache, project.config.pip_index_url, report=report,
+                extra_pip_locks=[pip_delta] if pip_delta.is_file() else [], markers=markers)  # fmt: skip
+    raise_on_errors(overlay.spec.name, lint_env(env, ["/opt/env"]))
+    normalise_mtimes(env, FIXED_MTIME)
+    out_dir = project.dist_dir / "overlays" / overlay.spec.name
+    delta_files = (
+        _delta_files(env, {_n(r) for r in base_records}, set(base.pip_pins(platform))) if layered else []
+    )
+    fmt = overlay.spec.pack.format
+    report(f"packing the delta ({len(delta_files)} files) and the full environment")
+    delta = pack_env(env, out_dir / f"{name}.delta.{fmt}", fmt, overlay.spec.pack.compress_level,
+                     overlay.spec.pack.threads, report, only=delta_files if layered else None)  # fmt: skip
+    full = pack_env(
+        env,
+        out_dir / f"{name}.full.{fmt}",
+        fmt,
+        overlay.spec.pack.compress_level,
+        overlay.spec.pack.threads,
+        report,
+    )
+    delta_bytes = sum((env / f).lstat().st_size for f in delta_files)
+    manifest = {
+        "schema_version": 1,
+        "name": overlay.spec.name,
+        "platform": platform,
+        "layered": layered,
+        "base": {"name": base.name, "version": base.version, "lock_hash": base.lock_hash},
+        "delta": {
+            "name": delta.path.name,
+            "sha256": delta.sha256,
+            "size": delta.size,
+            "files": len(delta_files),
+            "unpacked_bytes": delta_bytes,
+        },  # fmt: skip
+        "full": {"name": full.path.name, "sha256": full.sha256, "size": full.size},
+        "packages": sorted(f"{_n(r)}={r.version}={r.build}" for r in delta_records),  # type: ignore[attr-defined]
+    }
+    manifest_path = out_dir / "manifest.json"
+    tmp = manifest_path.with_name(".manifest.json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp.replace(manifest_path)
+    return OverlayBuild(env, delta, full, manifest_path, layered, tuple(delta_files), delta_bytes)
+
+
+def _n(record: object) -> str:
+    return str(record.name.normalized)  # type: ignore[attr-defined]
+
+
+def _delta_manifest(tarball: Path) -> dict[str, Any]:
+    with open_tarball(tarball) as tar:
+        for member in tar:
+            if member.name == OVERLAY_MARKER:
+                fh = tar.extractfile(member)
+                if fh is not None:
+                    return dict(json.loads(fh.read()))
+    raise PackError(f"{tarball.name} is not an overlay delta (no {OVERLAY_MARKER})")
+
+
+def apply_delta(tarball: Path, base_prefix: Path, verify: bool = True, report: Report = _noop) -> Path:
+    """Apply a delta tarball on top of an unpacked base; refuses a base with another lock hash."""
+    if verify:
+        verify_checksum(tarball)
+    info = _delta_manifest(tarball)
+    marker = base_prefix / BASELINE_MARKER
+    if not marker.is_file():
+        raise PackError(f"{base_prefix} is not an unpacked baseline (no {BASELINE_MARKER})",
+                        hint="unpack the base tarball there first (`baseliner unpack`)")  # fmt: skip
+    have = json.loads(marker.read_text())
+    if have.get("lock_hash") != info["base_lock_hash"]:
+        raise PackError(
+            f"refusing to apply {tarball.name}: it was built on another base",
+            details=[f"delta needs {info['base']} (lock {info['base_lock_hash'][:12]})",
+                     f"{base_prefix} holds {have.get('name')}@{have.get('version')} (lock {str(have.get('lock_hash'))[:12]})"],
+            hint="unpack the base the overlay was built on, or rebuild the overlay on this base",
+        )  # fmt: skip
+    problems: list[str] = []
+    with open_tarball(tarball) as tar:
+        for member in tar:
+            problems += member_problems(member)
+    if problems:
+        raise PackError(f"refusing to apply {tarball.name}: unsafe member(s)", details=problems)
+    staging = Path(tempfile.mkdtemp(prefix=".delta-", dir=base_prefix.parent))
+    try:
+        report(f"applying {tarball.name} on {base_prefix}")
+        with open_tarball(tarball) as tar:
+            tar.extractall(staging, filter="data")
+        for dirpath, _, filenames in os.walk(staging):
+            for name in filenames:
+                src = Path(dirpath, name)
+                dst = base_prefix / src.relative_to(staging)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+            for name in os.listdir(dirpath):
+                src = Path(dirpath, name)
+                if src.is_symlink():
+                    dst = base_prefix / src.relative_to(staging)
+                    if dst.is_symlink() or dst.exists():
+                        dst.unlink()
+                    os.replace(src, dst)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    conda_unpack(base_prefix, report)
+    return base_prefix

@@ -1,0 +1,194 @@
+"""Overlays on a published fixture baseline: pinned delta solve, conflicts, env, delta tarball, drift."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from baseliner.build import BuildOptions, build_baseline
+from baseliner.config import Project
+from baseliner.envs import conda_records
+from baseliner.errors import LockError, PackError
+from baseliner.lock import LockPaths
+from baseliner.overlay import drift, load_overlay, lock_overlay, resolve_base
+from baseliner.overlay_build import apply_delta, build_overlay
+from baseliner.pack import unpack
+from baseliner.store import Store, StoreError, publish
+
+from ..conftest import MakeProject, spec
+
+BASE = spec("obase", conda=["python 3.*", "hello-noarch", "needs-old-foo"], pip=["tinyutil"])
+
+
+@pytest.fixture
+def published(make_project: MakeProject) -> tuple[Project, Store]:
+    project = make_project({"obase": BASE})
+    result = build_baseline(project, "obase", BuildOptions(image=False))
+    store = Store(project.store_location)
+    baseline = project.repo().resolve("obase")
+    from baseliner.lock import lock_files
+
+    publish(store, result.manifest, lock_files(baseline.path))
+    return project, store
+
+
+def _overlay(tmp_path: Path, **fields: Any) -> Path:
+    data = {"schema_version": 1, "name": "proj-x", "extends": "obase@1.0", **fields}
+    path = tmp_path / "proj" / "overlay.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_store_index_lists_the_published_version(published: tuple[Project, Store]) -> None:
+    project, store = published
+    index = store.index()
+    entry = index["baselines"]["obase"]["1.0"]
+    manifest = store.manifest("obase", "1.0")
+    assert entry["lock_hash"] == manifest["lock_hash"]
+    assert {"obase.lock", "sbom.cdx.json", "obase-1.0-linux-64.tar.gz"} <= set(manifest["files"])
+    sbom = store.read_json("obase/1.0/sbom.cdx.json")
+    assert {c["name"] for c in sbom["components"]} >= {"python", "hello-noarch", "libfoo", "tinyutil"}
+    with pytest.raises(StoreError, match="not published"):
+        store.manifest("obase", "9.9")
+    (Path(project.store_location) / "obase/1.0/manifest.json").write_text('{"trunc')
+    with pytest.raises(StoreError, match="corrupt"):
+        store.manifest("obase", "1.0")
+
+
+def test_delta_is_solved_with_the_base_pinned(published: tuple[Project, Store], tmp_path: Path) -> None:
+    project, store = published
+    overlay = load_overlay(_overlay(tmp_path, conda=["prefixdemo"], pip=["tinyapp"]))
+    base = resolve_base(overlay, store, tmp_path / "bases")
+    locked = lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.config.pip_index_url)
+    assert locked.layered
+    assert sorted(str(r.name.normalized) for r in locked.records["linux-64"]) == ["prefixdemo"]
+    pip = overlay.pip_path("linux-64").read_text()
+    assert "tinyapp==0.5.0" in pip and "tinyutil" not in pip  # tinyutil is the base's
+    head = overlay.lock_path.read_text()
+    assert f"# baseliner-base-lock-hash: {base.lock_hash}" in head and "# baseliner-layered: true" in head
+
+
+def test_conflict_with_the_base_is_refused_naming_the_package(
+    published: tuple[Project, Store], tmp_path: Path
+) -> None:
+    project, store = published
+    overlay = load_overlay(_overlay(tmp_path, conda=["libfoo >=2"]))
+    base = resolve_base(overlay, store, tmp_path / "bases")
+    with pytest.raises(LockError) as info:
+        lock_overlay(overlay, base, project.mirrors(), project.build_dir)
+    text = info.value.render()
+    assert "would change its base obase@1.0" in text
+    assert "libfoo: base obase@1.0 has 1.0 (h0_0), the overlay needs 'libfoo >=2'" in text
+    assert "--allow-base-changes" in text
+
+
+def test_overlay_env_delta_tarball_and_apply(published: tuple[Project, Store], tmp_path: Path) -> None:
+    project, store = published
+    overlay = load_overlay(_overlay(tmp_path, conda=["prefixdemo"], pip=["tinyapp"]))
+    base = resolve_base(overlay, store, tmp_path / "bases")
+    lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.config.pip_index_url)
+    built = build_overlay(project, overlay, base)
+    assert built.layered
+    # The environment's new bytes are about the delta's: base files share inodes with the base env.
+    base_env = project.build_dir / "envs" / "obase-1.0-linux-64"
+    seen = {os.stat(p).st_ino for p in _files(base_env)} | {
+        os.stat(p).st_ino for p in _files(project.package_cache)
+    }
+    seen |= {os.stat(p).st_ino for p in _files(project.build_dir / "uv-cache")}
+    new = {
+        p.relative_to(built.env).as_posix(): os.lstat(p).st_size
+        for p in _files(built.env)
+        if os.stat(p).st_ino not in seen
+    }
+    # Files holding the prefix must be per-environment copies (conda does the same); all else is shared.
+    per_prefix = {
+        e["_path"]
+        for r in conda_records(base_env)
+        for e in r["paths_data"]["paths"]
+        if e.get("prefix_placeholder")
+    }
+    extra = {
+        p: n
+        for p, n in new.items()
+        if p not in built.delta_files and p not in per_prefix and not p.startswith("conda-meta/")
+    }
+    assert sum(extra.values()) <= 16 * 1024, sorted(extra.items(), key=lambda kv: -kv[1])[:3]
+    assert sum(n for p, n in new.items() if p in built.delta_files) <= 1.2 * built.delta_bytes
+    assert any(f.startswith("bin/prefixdemo") for f in built.delta_files)
+    assert not any("hello_noarch" in f or "tinyutil" in f for f in built.delta_files)
+    # Unpack the base somewhere new, apply the delta: both parts work and prefixes are rewritten.
+    base_tar = Path(project.store_location) / "obase/1.0/obase-1.0-linux-64.tar.gz"
+    target = unpack(base_tar, tmp_path / "elsewhere" / "env")
+    apply_delta(built.delta.path, target)
+    out = subprocess.run([target / "bin/python", "-c", "import hello_noarch, tinyutil, tinyapp; print(tinyapp.ANSWER)"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert out.stdout.strip() == "42"
+    assert subprocess.run([target / "bin/prefixdemo"], capture_output=True, text=True).stdout.strip() == str(
+        target
+    )
+    assert (target / "share/prefixdemo/config.txt").read_text() == f"data_dir={target}/share/prefixdemo\n"
+    assert str(built.env).encode() not in (target / "bin/prefixdemo").read_bytes()
+
+
+def test_delta_is_refused_on_a_different_base(published: tuple[Project, Store], tmp_path: Path) -> None:
+    project, store = published
+    overlay = load_overlay(_overlay(tmp_path, conda=["prefixdemo"]))
+    base = resolve_base(overlay, store, tmp_path / "bases")
+    lock_overlay(overlay, base, project.mirrors(), project.build_dir)
+    built = build_overlay(project, overlay, base)
+    target = unpack(Path(project.store_location) / "obase/1.0/obase-1.0-linux-64.tar.gz", tmp_path / "other")
+    marker = target / "etc/baseliner/baseline.json"
+    data = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**data, "lock_hash": "0" * 64, "version": "2.0"}))
+    with pytest.raises(PackError, match="built on another base"):
+        apply_delta(built.delta.path, target)
+    assert not (target / "bin/prefixdemo").exists()
+
+
+def test_drift_reports_added_removed_and_upgraded(published: tuple[Project, Store], tmp_path: Path) -> None:
+    project, store = published
+    overlay = load_overlay(_overlay(tmp_path))
+    base = resolve_base(overlay, store, tmp_path / "bases")
+    env = unpack(Path(project.store_location) / "obase/1.0/obase-1.0-linux-64.tar.gz", tmp_path / "copy")
+    assert drift(env, base).clean
+    meta = env / "conda-meta"
+    (next(meta.glob("hello-noarch-*.json"))).unlink()  # removed
+    libfoo = next(meta.glob("libfoo-*.json"))
+    record = json.loads(libfoo.read_text())
+    libfoo.unlink()
+    (meta / "libfoo-2.0-h0_0.json").write_text(json.dumps({**record, "version": "2.0"}))  # upgraded
+    (meta / "prefixdemo-1.0-h0_0.json").write_text(
+        json.dumps({"name": "prefixdemo", "version": "1.0", "build": "h0_0", "files": []})
+    )
+    result = drift(env, base)
+    assert result.added == ["prefixdemo 1.0=h0_0"]
+    assert result.removed == ["hello-noarch 0.3=py_0"]
+    assert result.changed == ["libfoo 1.0=h0_0 -> 2.0=h0_0"]
+
+
+def test_overlay_spec_errors_name_file_and_line(tmp_path: Path) -> None:
+    from baseliner.errors import SpecError
+
+    path = _overlay(tmp_path, conda=["numpy >=1,<"], colour="red")
+    with pytest.raises(SpecError) as info:
+        load_overlay(path)
+    text = info.value.render()
+    assert "overlay.yaml" in text and "conda[0]" in text and "colour: unknown key" in text and "line" in text
+
+
+def _files(root: Path) -> list[Path]:
+    out = []
+    for dirpath, _, names in os.walk(root):
+        out += [Path(dirpath, n) for n in names if not os.path.islink(os.path.join(dirpath, n))]
+    return out
+
+
+import os  # noqa: E402
+
+assert LockPaths
