@@ -136,7 +136,7 @@ def build_overlay(
             "size": delta.size,
             "files": len(delta_files),
             "unpacked_bytes": delta_bytes,
-        },  # fmt: skip
+        },
         "full": {"name": full.path.name, "sha256": full.sha256, "size": full.size},
         "packages": sorted(f"{_n(r)}={r.version}={r.build}" for r in delta_records),  # type: ignore[attr-defined]
     }
