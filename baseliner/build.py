@@ -344,7 +344,8 @@ def _image_steps(project: Project, paths: BuildPaths, key: str, options: BuildOp
         )
     result.image_tags = tags
     manifest = _read_manifest(paths.manifest) or {}
-    manifest["image"] = {"tags": list(tags), "id": built.id, "base": baseline.image.base}
+    manifest["image"] = {"tags": list(tags), "id": built.id, "base": baseline.image.base,
+                         "spec": baseline.image.model_dump(mode="json")}  # fmt: skip
     _write_json_atomic(paths.manifest, manifest)
 
 

@@ -98,7 +98,7 @@ def install_conda(records: Sequence[object], staging: Path, final: Path, cache: 
         ) from exc
 
 
-def install_pip(pip_lock: Path, staging: Path, final: Path, index_url: str | None, uv_cache: Path) -> int:
+def install_pip(pip_lock: Path, staging: Path, index_url: str | None, uv_cache: Path) -> int:
     """Install the pip lock with the environment's own python: --no-deps --require-hashes."""
     from uv import find_uv_bin
 
@@ -118,34 +118,48 @@ def install_pip(pip_lock: Path, staging: Path, final: Path, index_url: str | Non
             detail_limit=12,
             hint="a hash may not match (the index changed?) or the index is unreachable; re-lock or fix the index",
         )
-    _retarget_scripts(staging, final)
+    _retarget_scripts(staging)
     return sum(1 for line in pip_lock.read_text().splitlines() if "==" in line and not line.startswith("#"))
 
 
-def _retarget_scripts(staging: Path, final: Path) -> None:
-    """Script shebangs written by the installer name the staging path; point them at the final one
-    and update the scripts' hashes in the RECORD files, as if installed at the final path."""
-    old, new = f"#!{staging}/".encode(), f"#!{final}/".encode()
+# A launcher that finds the environment's python next to itself: valid as sh and as python, so it
+# works at any prefix (no shebang length limit, nothing for conda-unpack to rewrite).
+RELOCATABLE_LAUNCHER = (
+    b'#!/bin/sh\n\'\'\'exec\' "$(dirname -- "$(realpath -- "$0")")/python" "$0" "$@"\n\' \'\'\'\n'
+)
+UV_LAUNCHER_END = b"\n' '''\n"
+
+
+def _retarget_scripts(staging: Path) -> None:
+    """Console scripts written by the installer name the staging python (as a shebang, or in an
+    `exec` line when the path is too long for one); give them a relocatable launcher instead and
+    update their hashes in the RECORD files."""
+    marker = f"{staging}/bin/python".encode()
     changed: dict[str, bytes] = {}
     for script in sorted((staging / "bin").iterdir()):
         if script.is_symlink() or not script.is_file():
             continue
         with script.open("rb") as fh:
-            head = fh.read(len(old))
-        if head == old:
-            data = new + script.read_bytes()[len(old) :]
-            _replace_file(script, data)
-            changed[script.name] = data
+            head = fh.read(1024)
+        if not head.startswith(b"#!") or marker not in head:
+            continue
+        data = script.read_bytes()
+        if data.startswith(b"#!/bin/sh\n'''exec'") and UV_LAUNCHER_END in data:
+            body = data.split(UV_LAUNCHER_END, 1)[1]
+        else:
+            body = data.split(b"\n", 1)[1]
+        data = RELOCATABLE_LAUNCHER + body
+        _replace_file(script, data)
+        changed[script.name] = data
     if not changed:
         return
     for record in staging.glob("lib/python*/site-packages/*.dist-info/RECORD"):
-        lines = record.read_text().splitlines()
         out = []
-        for line in lines:
+        for line in record.read_text().splitlines():
             path = line.partition(",")[0]
-            target = os.path.normpath(record.parent.parent / path)
-            if Path(target).parent == staging / "bin" and Path(target).name in changed:
-                data = changed[Path(target).name]
+            target = Path(os.path.normpath(record.parent.parent / path))
+            if target.parent == staging / "bin" and target.name in changed:
+                data = changed[target.name]
                 digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
                 line = f"{path},sha256={digest},{len(data)}"
             out.append(line)
@@ -192,9 +206,7 @@ def install_env(
         pip_count = 0
         for pip_lock in [*([locked.pip_lock] if locked.pip_lock else []), *extra_pip_locks]:
             report(f"installing pip lock {pip_lock.name} with uv (--no-deps --require-hashes)")
-            pip_count += install_pip(
-                pip_lock, staging, final, pip_index_url, uv_cache or cache.parent / "uv-cache"
-            )
+            pip_count += install_pip(pip_lock, staging, pip_index_url, uv_cache or cache.parent / "uv-cache")
         for rel, data in (markers or {}).items():
             marker = staging / rel
             marker.parent.mkdir(parents=True, exist_ok=True)

@@ -300,3 +300,52 @@ def _shared_cache_is_read_only(client: docker.DockerClient, ref: str, path: str)
         return probe.exit_code == 1
     finally:
         volume.remove(force=True)
+
+
+def push(client: docker.DockerClient, ref: str, repository: str, tag: str, report: Report = _noop) -> str:
+    """Tag `ref` as repository:tag and push it; returns `repository@sha256:…` (the pushed digest).
+
+    Credentials come from the Docker config or the engine, never from a spec; nothing of them is
+    logged (push status lines carry none)."""
+    from docker.errors import APIError
+
+    client.images.get(ref).tag(repository, tag)
+    digest = None
+    try:
+        for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                raise ImageError(f"push of {repository}:{tag} failed: {chunk['error']}",
+                                 hint="check that the registry is reachable and you are logged in (`docker login`)")  # fmt: skip
+            if "status" in chunk and "id" not in chunk:
+                report(chunk["status"])
+            aux = chunk.get("aux") or {}
+            if "Digest" in aux:
+                digest = aux["Digest"]
+    except APIError as exc:
+        raise ImageError(f"push of {repository}:{tag} failed: {exc.explanation or exc}") from exc
+    if digest is None:
+        raise ImageError(f"push of {repository}:{tag} reported no digest")
+    return f"{repository}@{digest}"
+
+
+def ensure_image(client: docker.DockerClient, ref: str, report: Report = _noop) -> str:
+    """Make `ref` available locally (pulling a digest reference if needed); returns its image id."""
+    from docker.errors import APIError
+
+    if not image_exists(client, ref):
+        report(f"pulling {ref}")
+        try:
+            client.images.pull(ref)
+        except APIError as exc:
+            raise ImageError(f"base image {ref} is not available: {exc.explanation or exc}",
+                             hint="pull it, or publish the base with --registry") from exc  # fmt: skip
+    return str(client.images.get(ref).id)
+
+
+def layers(client: docker.DockerClient, ref: str) -> list[str]:
+    """The image's filesystem layer digests (RootFS), bottom first."""
+    return list(client.api.inspect_image(ref)["RootFS"]["Layers"])
+
+
+def size(client: docker.DockerClient, ref: str) -> int:
+    return int(client.api.inspect_image(ref)["Size"])

@@ -206,3 +206,67 @@ def apply_delta(tarball: Path, base_prefix: Path, verify: bool = True, report: R
         shutil.rmtree(staging, ignore_errors=True)
     conda_unpack(base_prefix, report)
     return base_prefix
+
+
+def overlay_image_tag(overlay: Overlay, base: Base) -> str:
+    return f"{overlay.spec.name}:{base.version}-{overlay_stale_hash(overlay)}"
+
+
+def overlay_stale_hash(overlay: Overlay) -> str:
+    import hashlib
+
+    return hashlib.sha256(overlay.lock_path.read_bytes()).hexdigest()[:12]
+
+
+def build_overlay_image(
+    client: Any, project: Project, overlay: Overlay, base: Base, built: OverlayBuild, report: Report = _noop
+) -> tuple[str, str]:
+    """`FROM <base image>@<digest>` (or its content-addressed id) plus one layer: the delta.
+
+    Returns (tag, base reference used)."""
+    from . import images, smoke
+    from .render import render_overlay_context
+    from .spec import ImageSpec
+
+    if not built.layered:
+        raise PackError(
+            f"overlay {overlay.spec.name!r} is not layered (--allow-base-changes); build a full image instead"
+        )
+    image_info = (base.manifest or {}).get("image") or {}
+    base_ref = image_info.get("digest") or image_info.get("id")
+    if not base_ref:
+        raise PackError(f"base {base.ref} was published without an image",
+                        hint="build and publish the base with its image (and --registry for a digest)")  # fmt: skip
+    images.ensure_image(client, base_ref, report)
+    spec_image = ImageSpec(**{k: v for k, v in (image_info.get("spec") or {}).items()})
+    tag = overlay_image_tag(overlay, base)
+    files = [f for f in built.delta_files if not f.startswith(("bin/conda-unpack", "bin/conda_unpack"))]
+    labels = {
+        "org.opencontainers.image.title": overlay.spec.name,
+        "org.opencontainers.image.base.name": base_ref,
+        "io.baseliner.base": base.ref,
+        "io.baseliner.base-lock-hash": base.lock_hash,
+    }
+    context = render_overlay_context(overlay.spec.name, overlay.path.name, base_ref, built.delta.path.name,
+                                     overlay.spec.pack.format, files, labels, spec_image, project.templates_dir)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="baseliner-overlay-") as tmp:
+        for name, data in context.items():
+            (Path(tmp) / name).write_bytes(data)
+        shutil.copy2(built.delta.path, Path(tmp) / built.delta.path.name)
+        images.build_image(client, Path(tmp), [tag], base_ref, report=report)
+    plan = smoke.plan(built.env, _as_baseline(overlay, spec_image), project.package_cache)
+    images.smoke_test(client, tag, plan, spec_image.shared_cache, report)
+    return tag, base_ref
+
+
+def _as_baseline(overlay: Overlay, image: Any) -> Any:
+    """The overlay's own requests, shaped for the smoke-test planner."""
+    from .spec import Baseline, Requirement
+
+    return Baseline(
+        name=overlay.spec.name, version="overlay", description="", path=overlay.path, chain=(overlay.spec.name,),
+        channels=(), platforms=tuple(overlay.spec.platforms),
+        conda=tuple(Requirement(s, overlay.spec.name) for s in overlay.spec.conda),
+        pip=tuple(Requirement(s, overlay.spec.name) for s in overlay.spec.pip),
+        virtual_packages={}, image=image, pack=overlay.spec.pack,
+    )  # fmt: skip

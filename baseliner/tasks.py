@@ -291,14 +291,166 @@ def build_all(c: Context, no_image: bool = False, force: bool = False, json: boo
 )
 @_user_errors
 def unpack(c: Context, tarball: str, dest: str, no_verify: bool = False) -> None:
-    """Verify, safely extract and conda-unpack a baseline tarball at a new path."""
+    """Verify, extract safely and conda-unpack a tarball (a delta: apply onto the base at DEST).
+
+    A baseline tarball is unpacked into the new directory DEST; an overlay's delta tarball is
+    applied on top of the unpacked base at DEST, which must hold the base it was built on."""
+    from .overlay_build import apply_delta
     from .pack import unpack as do_unpack
 
-    prefix = do_unpack(Path(tarball), Path(dest), verify=not no_verify, report=_report)
+    if ".delta." in Path(tarball).name:
+        prefix = apply_delta(Path(tarball), Path(dest), verify=not no_verify, report=_report)
+    else:
+        prefix = do_unpack(Path(tarball), Path(dest), verify=not no_verify, report=_report)
     console.print(f"[green]ok[/green] environment ready at {prefix} (python: {prefix / 'bin' / 'python'})")
 
 
-namespace = Collection(
-    validate, seed_channel, lock, render, base_image, build_baseline_task, build_all, unpack
+def _store(proj: Project, store: str) -> Any:
+    from .store import Store
+
+    return Store(store or proj.store_location)
+
+
+@task(
+    positional=["name"],
+    help={
+        "name": "baseline to publish (built first with build-baseline)",
+        "store": "artifact store directory (default: `store` in baseliner.yaml)",
+        "registry": "push the image tags to HOST[:PORT]/ORG and record the digest",
+    },
 )
+@_user_errors
+def publish(c: Context, name: str, store: str = "", registry: str = "") -> None:
+    """Publish a built baseline (manifest, tarball, locks, SBOM, image digest) to the store."""
+    from .publish import publish_baseline
+
+    proj = project(c)
+    entry = publish_baseline(proj, name, _store(proj, store), registry or None, _report)
+    console.print(f"[green]published[/green] {name} -> {store or proj.store_location}")
+    if entry.get("image") and entry["image"].get("digest"):
+        console.print(f"image    {entry['image']['digest']}")
+
+
+def _overlay_and_base(path: str, store: str) -> tuple[Any, Any, Any]:
+    from .overlay import load_overlay, resolve_base
+
+    overlay = load_overlay(Path(path))
+    proj = Project.load(overlay.path.parent)
+    base = resolve_base(overlay, _store(proj, store), proj.build_dir / "bases")
+    return proj, overlay, base
+
+
+@task(
+    name="lock-overlay",
+    positional=["path"],
+    help={
+        "path": "the overlay spec (overlay.yaml)",
+        "store": "artifact store holding the base",
+        "allow_base_changes": "build a full, non-layered environment when the base would change",
+        "check": "only check: exit 1 when the overlay lock is stale",
+    },
+)
+@_user_errors
+def lock_overlay_task(
+    c: Context, path: str, store: str = "", allow_base_changes: bool = False, check: bool = False
+) -> None:
+    """Solve only the overlay's delta, with every package of the base pinned."""
+    from .overlay import lock_overlay, overlay_stale_reason
+
+    proj, overlay, base = _overlay_and_base(path, store)
+    reason = overlay_stale_reason(overlay, base)
+    if check:
+        if reason:
+            raise LockError(
+                f"overlay lock of {overlay.spec.name!r} is out of date: {reason}",
+                hint=f"run `baseliner lock-overlay {path}`",
+            )
+        console.print(f"[green]ok[/green] {overlay.spec.name} lock fresh")
+        return
+    result = lock_overlay(
+        overlay, base, proj.mirrors(), proj.build_dir, proj.config.pip_index_url, allow_base_changes, _report
+    )
+    kind = "delta" if result.layered else "FULL (non-layered: the base changes)"
+    for plat, records in result.records.items():
+        console.print(
+            f"[green]locked[/green] {overlay.spec.name} on {base.ref} ({plat}): {len(records)} {kind} package(s)"
+        )
+
+
+@task(
+    name="build-overlay",
+    positional=["path"],
+    help={
+        "path": "the overlay spec",
+        "store": "artifact store holding the base",
+        "no_image": "skip the overlay image",
+    },
+)
+@_user_errors
+def build_overlay_task(c: Context, path: str, store: str = "", no_image: bool = False) -> None:
+    """Build an overlay: env (base + delta), delta and full tarballs, image FROM the base."""
+    from .overlay import lock_overlay, overlay_stale_reason
+    from .overlay_build import build_overlay, build_overlay_image
+
+    proj, overlay, base = _overlay_and_base(path, store)
+    if overlay_stale_reason(overlay, base):
+        lock_overlay(overlay, base, proj.mirrors(), proj.build_dir, proj.config.pip_index_url, report=_report)
+    built = build_overlay(proj, overlay, base, report=_report)
+    console.print(f"env      {built.env}")
+    console.print(
+        f"delta    {built.delta.path} ({built.delta.size / 1e6:.2f} MB, {len(built.delta_files)} files)"
+    )
+    console.print(f"full     {built.full.path} ({built.full.size / 1e6:.1f} MB)")
+    if no_image:
+        return
+    from .images import connect
+
+    try:
+        client = connect()
+    except BaselinerError as exc:
+        console.print(f"[yellow]image not built[/yellow]: {exc.message}")
+        return
+    tag, base_ref = build_overlay_image(client, proj, overlay, base, built, _report)
+    console.print(f"image    {tag} (FROM {base_ref})")
+
+
+@task(
+    positional=["prefix"],
+    help={
+        "prefix": "an environment",
+        "baseline": "NAME@VERSION in the store, or a path to a baseline lock",
+        "store": "artifact store",
+        "json": "JSON output",
+    },
+)
+@_user_errors
+def drift(c: Context, prefix: str, baseline: str, store: str = "", json: bool = False) -> None:
+    """List what an environment added, removed or changed relative to a baseline lock."""
+    import tempfile
+
+    from .overlay import Overlay, OverlaySpec, resolve_base
+    from .overlay import drift as compute
+
+    proj = project(c)
+    probe = Overlay(
+        OverlaySpec(schema_version=1, name="drift-probe", extends=baseline), Path.cwd() / "drift.yaml"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        base = resolve_base(probe, _store(proj, store), Path(tmp))
+        result = compute(Path(prefix), base)
+    if json:
+        _emit_json(result.as_dict())
+    else:
+        for kind in ("added", "removed", "changed"):
+            for line in getattr(result, kind):
+                console.print(f"{kind:8} {line}")
+        console.print("[green]no drift[/green]" if result.clean else f"drift from {base.ref}")
+    if not result.clean:
+        raise Exit(code=1)
+
+
+namespace = Collection(
+    validate, seed_channel, lock, render, base_image, build_baseline_task, build_all, unpack, publish,
+    lock_overlay_task, build_overlay_task, drift,
+)  # fmt: skip
 namespace.configure({"baseliner": {"root": None}})

@@ -1,0 +1,48 @@
+"""Publishing a built baseline: push its image (optional) and write it to the artifact store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .build import BuildPaths
+from .config import Project
+from .errors import ImageError
+from .lock import lock_files
+from .store import Store, publish
+
+Report = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def publish_baseline(project: Project, name: str, store: Store, registry: str | None = None,
+                     report: Report = _noop, platform: str = "linux-64") -> dict[str, Any]:  # fmt: skip
+    """Push the image tags to `registry` (HOST[:PORT]/ORG) when given, then publish to `store`."""
+    baseline = project.repo().resolve(name)
+    paths = BuildPaths(project, baseline, platform)
+    manifest_path = paths.manifest
+    if registry:
+        from . import images
+
+        manifest = json.loads(manifest_path.read_text())
+        image = manifest.get("image")
+        if not image:
+            raise ImageError(
+                f"{name} has no built image to push", hint=f"run `invoke build-baseline {name}` with Docker"
+            )
+        client = images.connect()
+        repository = f"{registry.rstrip('/')}/{baseline.name}"
+        digest = ""
+        for ref in image["tags"]:
+            digest = images.push(client, ref, repository, ref.rsplit(":", 1)[1], report)
+        image["digest"] = digest
+        image["pushed"] = [f"{repository}:{t.rsplit(':', 1)[1]}" for t in image["tags"]]
+        tmp = manifest_path.with_name(".manifest.json.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        tmp.replace(manifest_path)
+    return publish(store, manifest_path, lock_files(Path(baseline.path)))

@@ -1,0 +1,59 @@
+"""Overlay images against a real engine and registry: FROM base@digest plus one delta layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from baseliner.build import BuildOptions, build_baseline
+from baseliner.images import layers, run, size
+from baseliner.overlay import load_overlay, lock_overlay, resolve_base
+from baseliner.overlay_build import build_overlay, build_overlay_image
+from baseliner.publish import publish_baseline
+from baseliner.store import Store
+
+from ..conftest import MakeProject, spec
+
+pytestmark = pytest.mark.docker
+
+
+def test_overlay_image_reuses_base_layers_and_adds_one(
+    make_project: MakeProject, docker_client: Any, registry: str, tmp_path: Path
+) -> None:
+    name = "ovbase"
+    project = make_project({name: spec(name, conda=["python 3.*", "hello-noarch"], pip=["tinyutil"])})
+    result = build_baseline(project, name, BuildOptions(), connect=lambda: docker_client)
+    store = Store(project.store_location)
+    entry = publish_baseline(project, name, store, f"{registry}/org")
+    digest_ref = entry["image"]["digest"]
+    assert digest_ref.startswith(f"{registry}/org/{name}@sha256:")
+
+    path = tmp_path / "proj" / "overlay.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump({"schema_version": 1, "name": "proj-ov", "extends": f"{name}@1.0",
+                                    "conda": ["prefixdemo"], "pip": ["tinyapp"]}))  # fmt: skip
+    (path.parent / "baseliner.yaml").write_text((project.root / "baseliner.yaml").read_text()
+                                                + f"store: {project.store_location}\n")  # fmt: skip
+    overlay = load_overlay(path)
+    base = resolve_base(overlay, store, tmp_path / "bases")
+    lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.config.pip_index_url)
+    built = build_overlay(project, overlay, base)
+    tag, base_ref = build_overlay_image(docker_client, project, overlay, base, built)
+    try:
+        assert base_ref == digest_ref
+        base_layers, ov_layers = layers(docker_client, digest_ref), layers(docker_client, tag)
+        assert ov_layers[: len(base_layers)] == base_layers  # the base's layers, untouched
+        assert len(ov_layers) == len(base_layers) + 1  # exactly one added layer
+        added = size(docker_client, tag) - size(docker_client, digest_ref)
+        assert added <= 1.2 * built.delta_bytes, (added, built.delta_bytes)
+        probe = run(docker_client, tag, ["python", "-c", "import os, hello_noarch, tinyutil, tinyapp; print(os.getuid(), tinyapp.ANSWER)"])
+        assert probe.exit_code == 0, probe.output
+        assert probe.output.split() == ["1000", "42"]
+        assert run(docker_client, tag, ["prefixdemo"]).output.strip() == "/opt/env"
+    finally:
+        docker_client.images.remove(tag, force=True)
+        for ref in result.image_tags:
+            docker_client.images.remove(ref, force=True)
