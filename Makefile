@@ -8,7 +8,8 @@ setup:
 	bash .ci/setup
 
 # The main job, offline: seed the local channel from this machine's python, validate, lock and
-# render the demo baseline, then build it: environment, tarball, image (smoke-tested).
+# render the demo baseline, build it (environment, tarball, image, smoke test), publish it to the
+# local store, and build the example project's overlay on it (delta env, tarballs, overlay image).
 # Without a Docker Engine (not root, or no docker.io), the image step says so and the rest is built.
 demo:
 	BASELINER_WITH_DOCKER=1 bash .ci/setup
@@ -18,6 +19,8 @@ demo:
 	$(INVOKE) lock --name demo
 	$(INVOKE) render --name demo
 	$(INVOKE) build-baseline demo
+	$(INVOKE) publish demo
+	cd examples/proj-nlp && ../../$(VENV)/bin/baseliner build-overlay overlay.yaml
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

@@ -294,12 +294,15 @@ def read_lock_records(path: Path, platform: str) -> tuple[list[str], list[object
     from rattler import LockFile
 
     try:
-        env = LockFile.from_path(path).environment(LOCK_ENV)
+        lock = LockFile.from_path(path)
+        env = lock.environment(LOCK_ENV)
     except Exception as exc:
         raise LockError(f"cannot read lock {str(path)!r}: {exc}") from exc
     if env is None:
         raise LockError(f"lock {str(path)!r} has no environment {LOCK_ENV!r}")
     records = env.conda_repodata_records().get(platform)
+    if records is None and platform in {p.name for p in lock.platforms()}:
+        records = []  # the platform is locked and needs no conda package (e.g. a pip-only delta)
     if records is None:
         raise LockError(f"lock {str(path)!r} has no platform {platform!r}")
     return [str(c).rstrip("/") for c in env.channels()], list(records)
