@@ -449,8 +449,66 @@ def drift(c: Context, prefix: str, baseline: str, store: str = "", json: bool = 
         raise Exit(code=1)
 
 
+@task(
+    name="cache",
+    help={
+        "directory": "the shared cache (default: build/shared-pkgs)",
+        "store": "artifact store whose published baselines the cache serves",
+        "verify": "rehash every cached file; exit 1 when anything is corrupt, missing or foreign",
+        "prune": "list packages no published lock references (dry run; add --yes to remove)",
+        "yes": "with --prune: remove them",
+        "stats": "packages, bytes, sharing, bytes saved",
+        "json": "JSON output",
+    },
+)
+@_user_errors
+def cache_task(c: Context, directory: str = "", store: str = "", verify: bool = False, prune: bool = False,
+               yes: bool = False, stats: bool = False, json: bool = False) -> None:  # fmt: skip
+    """Fill the shared conda package cache with every package of every published baseline."""
+    from . import cache as shared
+
+    proj = project(c)
+    target = Path(directory) if directory else proj.build_dir / "shared-pkgs"
+    if verify:
+        result = shared.verify(target)
+        if json:
+            _emit_json({"corrupt": result.corrupt, "missing": result.missing, "foreign": result.foreign})
+        if not result.sound:
+            raise shared.CacheError(
+                f"shared cache {target} is not sound",
+                details=[*(f"corrupt: {p}" for p in result.corrupt), *(f"missing: {p}" for p in result.missing),
+                         *(f"foreign: {p}" for p in result.foreign)],
+                detail_limit=10,
+                hint="run `invoke cache` to refill (corrupt packages: delete their directory first)",
+            )  # fmt: skip
+        console.print(f"[green]ok[/green] {target} is sound")
+        return
+    wanted = shared.wanted_packages(_store(proj, store))
+    if prune:
+        plan = shared.prune(target, wanted) if yes else shared.prune_plan(target, wanted)
+        for name, size in plan:
+            console.print(f"{'removed' if yes else 'would remove'} {name} ({size / 1e6:.1f} MB)")
+        console.print(
+            f"{sum(s for _, s in plan) / 1e6:.1f} MB in {len(plan)} package(s)"
+            + ("" if yes else " — dry run; --yes removes")
+        )
+        return
+    if stats:
+        data = shared.stats(target, wanted)
+        if json:
+            _emit_json(data)
+        else:
+            for key, value in data.items():
+                console.print(f"{key:28} {value}")
+        return
+    result = shared.fill(target, wanted, proj.mirrors(), _report)
+    console.print(
+        f"[green]ok[/green] {target}: {len(result.added)} added, {len(result.present)} already there"
+    )
+
+
 namespace = Collection(
     validate, seed_channel, lock, render, base_image, build_baseline_task, build_all, unpack, publish,
-    lock_overlay_task, build_overlay_task, drift,
+    lock_overlay_task, build_overlay_task, drift, cache_task,
 )  # fmt: skip
 namespace.configure({"baseliner": {"root": None}})

@@ -49,7 +49,15 @@ def test_overlay_image_reuses_base_layers_and_adds_one(
         assert len(ov_layers) == len(base_layers) + 1  # exactly one added layer
         added = size(docker_client, tag) - size(docker_client, digest_ref)
         assert added <= 1.2 * built.delta_bytes, (added, built.delta_bytes)
-        probe = run(docker_client, tag, ["python", "-c", "import os, hello_noarch, tinyutil, tinyapp; print(os.getuid(), tinyapp.ANSWER)"])
+        probe = run(
+            docker_client,
+            tag,
+            [
+                "python",
+                "-c",
+                "import os, hello_noarch, tinyutil, tinyapp; print(os.getuid(), tinyapp.ANSWER)",
+            ],
+        )
         assert probe.exit_code == 0, probe.output
         assert probe.output.split() == ["1000", "42"]
         assert run(docker_client, tag, ["prefixdemo"]).output.strip() == "/opt/env"

@@ -1,0 +1,230 @@
+"""The shared package cache: one conda-compatible `pkgs` directory for every published baseline.
+
+Layout, as conda and mamba read it (and py-rattler as a read-only cache layer):
+
+    CACHE/urls.txt                          one package URL per line (conda's record of downloads)
+    CACHE/<fn>                              the archive (.conda / .tar.bz2), sha256-verified
+    CACHE/<name>-<version>-<build>/         the extracted package
+    CACHE/<name>-<version>-<build>/info/repodata_record.json   url, channel, md5, sha256, size, depends…
+
+Pods mount it read-only next to a writable user cache (`CONDA_PKGS_DIRS=<user>,<shared>`), so
+`conda create` and `conda install` link from it and download nothing the org already has.
+`fill` is incremental; every write is a temp name + rename, and the extracted directory appears
+only once it is complete (its repodata_record.json is written last).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .channels import DEFAULT_CHANNEL_ALIAS, resolve_channel
+from .errors import BaselinerError
+from .lock import read_lock_records
+from .pack import sha256_file
+from .store import Store
+
+Report = Callable[[str], None]
+
+
+class CacheError(BaselinerError):
+    """The shared package cache could not be filled or is unsound."""
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def dist_name(fn: str) -> str:
+    return fn.removesuffix(".conda").removesuffix(".tar.bz2")
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A package some published lock needs, and which baselines need it."""
+
+    record_json: str
+    fn: str
+    url: str
+    sha256: str
+    users: tuple[str, ...]
+
+
+def wanted_packages(store: Store, platform: str = "linux-64", work: Path | None = None) -> dict[str, Wanted]:
+    """Every package of every published baseline version (by file name), with who needs it."""
+    index = store.index()["baselines"]
+    out: dict[str, Wanted] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in sorted(index):
+            for version in sorted(index[name]):
+                lock = store.fetch(
+                    name, version, f"{name}.lock", Path(work or tmp) / f"{name}-{version}.lock"
+                )
+                _, records = read_lock_records(lock, platform)
+                for record in records:
+                    fn = record.file_name  # type: ignore[attr-defined]
+                    users = (*out[fn].users, f"{name}@{version}") if fn in out else (f"{name}@{version}",)
+                    out[fn] = Wanted(record.to_json(), fn, record.url, record.sha256.hex(), users)  # type: ignore[attr-defined]
+    return out
+
+
+def _download(url: str, dest: Path) -> None:
+    if url.startswith("file://"):
+        shutil.copyfile(url.removeprefix("file://"), dest)
+        return
+    with urllib.request.urlopen(url, timeout=120) as response, dest.open("wb") as out:
+        shutil.copyfileobj(response, out, 1 << 20)
+
+
+@dataclass
+class FillResult:
+    added: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)
+
+
+def fill(
+    cache: Path, wanted: Mapping[str, Wanted], mirrors: Mapping[str, str], report: Report = _noop
+) -> FillResult:
+    """Add every wanted package that is missing: archive, extracted dir, repodata_record.json, urls.txt."""
+    from rattler.package_streaming import extract
+
+    cache.mkdir(parents=True, exist_ok=True)
+    result = FillResult()
+    urls = (cache / "urls.txt").read_text().splitlines() if (cache / "urls.txt").is_file() else []
+    for fn, item in sorted(wanted.items()):
+        target = cache / dist_name(fn)
+        if (target / "info" / "repodata_record.json").is_file() and (cache / fn).is_file():
+            result.present.append(fn)
+            continue
+        report(f"adding {fn}")
+        staging = Path(tempfile.mkdtemp(prefix=f".{dist_name(fn)}-", dir=cache))
+        try:
+            archive = staging / fn
+            channel = item.url.rsplit("/", 2)[0]
+            name = channel.removeprefix(DEFAULT_CHANNEL_ALIAS + "/")
+            ref = resolve_channel(name if "://" not in name else channel, mirrors, cache)
+            _download(ref.to_source(item.url), archive)
+            actual = sha256_file(archive)
+            if actual != item.sha256:
+                raise CacheError(f"package {fn} does not match its lock", details=[f"lock sha256 {item.sha256}", f"got         {actual}"],
+                                 hint="the channel or mirror serves a different file; check it before filling the cache")  # fmt: skip
+            extracted = staging / "extracted"
+            extract(archive, extracted)
+            (extracted / "info" / "repodata_record.json").write_text(
+                json.dumps(json.loads(item.record_json), indent=2, sort_keys=True) + "\n"
+            )
+            os.replace(archive, cache / fn)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(extracted, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        if item.url not in urls:
+            urls.append(item.url)
+        result.added.append(fn)
+    tmp = cache / ".urls.txt.tmp"
+    tmp.write_text("".join(f"{u}\n" for u in urls))
+    tmp.replace(cache / "urls.txt")
+    return result
+
+
+@dataclass
+class VerifyResult:
+    corrupt: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+
+    @property
+    def sound(self) -> bool:
+        return not (self.corrupt or self.missing or self.foreign)
+
+
+def _package_dirs(cache: Path) -> Iterable[Path]:
+    return sorted(p for p in cache.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def verify(cache: Path) -> VerifyResult:
+    """Rehash every file of every extracted package against its paths.json."""
+    result = VerifyResult()
+    known: set[str] = {"urls.txt", "urls", ".urls.txt.tmp"}
+    for pkg in _package_dirs(cache):
+        record = pkg / "info" / "repodata_record.json"
+        paths_json = pkg / "info" / "paths.json"
+        if not record.is_file() or not paths_json.is_file():
+            result.foreign.append(f"{pkg.name}/ (not a package: no info/repodata_record.json or paths.json)")
+            known.add(pkg.name)
+            continue
+        known |= {pkg.name, json.loads(record.read_text()).get("fn", "")}
+        for entry in json.loads(paths_json.read_text()).get("paths", []):
+            path = pkg / entry["_path"]
+            if entry.get("path_type", "hardlink") != "hardlink":
+                continue
+            if not path.is_file():
+                result.missing.append(f"{pkg.name}/{entry['_path']}")
+            elif entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+                result.corrupt.append(f"{pkg.name}/{entry['_path']}")
+    for item in sorted(cache.iterdir()):
+        if item.name not in known and not item.name.endswith(".lock"):
+            result.foreign.append(item.name)
+    return result
+
+
+def prune_plan(cache: Path, wanted: Mapping[str, Wanted]) -> list[tuple[str, int]]:
+    """Packages (dist names) in the cache that no published lock references, with their bytes."""
+    keep = {dist_name(fn) for fn in wanted}
+    out = []
+    for pkg in _package_dirs(cache):
+        if pkg.name not in keep and (pkg / "info" / "repodata_record.json").is_file():
+            out.append(
+                (
+                    pkg.name,
+                    _tree_bytes(pkg)
+                    + sum(f.stat().st_size for f in cache.glob(f"{pkg.name}.*") if f.is_file()),
+                )
+            )
+    return out
+
+
+def prune(cache: Path, wanted: Mapping[str, Wanted]) -> list[tuple[str, int]]:
+    """Remove what `prune_plan` lists (never a package a published lock needs)."""
+    plan = prune_plan(cache, wanted)
+    for name, _ in plan:
+        shutil.rmtree(cache / name)
+        for archive in (cache / f"{name}.conda", cache / f"{name}.tar.bz2"):
+            archive.unlink(missing_ok=True)
+    return plan
+
+
+def _tree_bytes(root: Path) -> int:
+    seen: set[int] = set()
+    total = 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            st = os.lstat(os.path.join(dirpath, name))
+            if st.st_ino not in seen:
+                seen.add(st.st_ino)
+                total += st.st_size
+    return total
+
+
+def stats(cache: Path, wanted: Mapping[str, Wanted]) -> dict[str, object]:
+    """Packages, bytes, sharing, and bytes saved against a separate cache per baseline."""
+    sizes = {fn: _tree_bytes(cache / dist_name(fn)) + ((cache / fn).stat().st_size if (cache / fn).is_file() else 0)
+             for fn in wanted if (cache / dist_name(fn)).is_dir()}  # fmt: skip
+    shared_by = Counter(len(w.users) for w in wanted.values())
+    separate = sum(sizes.get(fn, 0) * len(w.users) for fn, w in wanted.items())
+    total = sum(sizes.values())
+    return {
+        "packages": len(sizes),
+        "bytes": total,
+        "baselines_per_package": dict(sorted(shared_by.items())),
+        "bytes_with_separate_caches": separate,
+        "bytes_saved": separate - total,
+    }

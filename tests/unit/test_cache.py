@@ -1,0 +1,99 @@
+"""The shared package cache: conda's layout field for field, verify, prune, stats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from baseliner.build import BuildOptions, build_baseline
+from baseliner.cache import fill, prune, prune_plan, stats, verify, wanted_packages
+from baseliner.lock import LockPaths, lock_files, read_lock_records
+from baseliner.store import Store, publish
+
+from ..conftest import MakeProject, spec
+
+
+@pytest.fixture
+def store_of_two(make_project: MakeProject, tmp_path: Path):  # type: ignore[no-untyped-def]
+    project = make_project({
+        "one": spec("one", conda=["python 3.*", "hello-noarch"]),
+        "two": spec("two", conda=["python 3.*", "needs-old-foo"]),
+    })  # fmt: skip
+    full = Store(str(tmp_path / "store-full"))
+    only_one = Store(str(tmp_path / "store-one"))
+    for name in ("one", "two"):
+        result = build_baseline(project, name, BuildOptions(image=False))
+        files = lock_files(project.repo().resolve(name).path)
+        publish(full, result.manifest, files)
+        if name == "one":
+            publish(only_one, result.manifest, files)
+    return project, full, only_one
+
+
+def test_cache_follows_conda_layout_and_matches_the_locks(store_of_two, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    project, store, _ = store_of_two
+    cache = tmp_path / "shared-pkgs"
+    wanted = wanted_packages(store)
+    added = fill(cache, wanted, project.mirrors()).added
+    assert sorted(added) == sorted(wanted)
+    python_fn = next(fn for fn in wanted if fn.startswith("python-"))
+    assert wanted[python_fn].users == ("one@1.0", "two@1.0")
+    urls = (cache / "urls.txt").read_text().splitlines()
+    locked = {}
+    for name in ("one", "two"):
+        _, records = read_lock_records(LockPaths(project.repo().resolve(name).path).lock, "linux-64")
+        locked.update({r.file_name: r for r in records})
+    assert sorted(urls) == sorted(r.url for r in locked.values())
+    for fn, record in locked.items():
+        dist = fn.removesuffix(".conda").removesuffix(".tar.bz2")
+        rec = json.loads((cache / dist / "info" / "repodata_record.json").read_text())
+        assert rec["url"] == record.url and rec["fn"] == fn
+        assert rec["sha256"] == record.sha256.hex() and rec["md5"] == record.md5.hex()
+        assert rec["size"] == record.size and rec["depends"] == list(record.depends)
+        assert rec["name"] == str(record.name.normalized) and rec["channel"]
+        assert (cache / fn).is_file() and (cache / dist / "info" / "index.json").is_file()
+    assert fill(cache, wanted, project.mirrors()).added == []  # incremental: nothing twice
+    assert verify(cache).sound
+
+
+def test_verify_finds_a_single_flipped_byte_and_foreign_entries(store_of_two, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    project, store, _ = store_of_two
+    cache = tmp_path / "pkgs"
+    fill(cache, wanted_packages(store), project.mirrors())
+    victim = next(cache.glob("hello-noarch-*/site-packages/hello_noarch/__init__.py"))
+    data = bytearray(victim.read_bytes())
+    data[0] ^= 1
+    victim.write_bytes(bytes(data))
+    (cache / "stray-dir").mkdir()
+    result = verify(cache)
+    assert result.corrupt == [f"{victim.parent.parent.parent.name}/site-packages/hello_noarch/__init__.py"]
+    assert [f.split("/")[0].split(" ")[0] for f in result.foreign] == ["stray-dir"]
+    assert not result.sound
+
+
+def test_prune_lists_exactly_the_unreferenced_packages(store_of_two, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    project, full, only_one = store_of_two
+    cache = tmp_path / "pkgs"
+    fill(cache, wanted_packages(full), project.mirrors())
+    keep = wanted_packages(only_one)
+    plan = prune_plan(cache, keep)
+    assert sorted(n for n, _ in plan) == ["libfoo-1.0-h0_0", "needs-old-foo-1.0-h0_0"]
+    assert all(size > 0 for _, size in plan)
+    prune(cache, keep)
+    assert not (cache / "libfoo-1.0-h0_0").exists()
+    for fn in keep:
+        assert (cache / fn).is_file()
+    assert verify(cache).sound
+
+
+def test_stats_counts_sharing(store_of_two, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    project, store, _ = store_of_two
+    cache = tmp_path / "pkgs"
+    wanted = wanted_packages(store)
+    fill(cache, wanted, project.mirrors())
+    result = stats(cache, wanted)
+    assert result["packages"] == 4
+    assert result["baselines_per_package"] == {1: 3, 2: 1}  # python is shared by both
+    assert result["bytes_saved"] > 0 and result["bytes_with_separate_caches"] > result["bytes"]
