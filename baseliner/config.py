@@ -27,6 +27,16 @@ from .spec import CHANNEL_RE, BaselineRepo, StrictModel, read_source, validate_m
 CONFIG_NAME = "baseliner.yaml"
 
 
+class KubernetesConfig(StrictModel):
+    """What the rendered Kubernetes manifests ask for."""
+
+    pvc_name: str = Field(default="baseliner-shared-pkgs", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    storage_class: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    cache_size: str = Field(default="50Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)$")
+    cpu: str = Field(default="1", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+    memory: str = Field(default="4Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)$")
+
+
 class OrgConfig(StrictModel):
     schema_version: Literal[1] = 1
     channel_mirrors: dict[str, str] = Field(default_factory=dict)
@@ -34,6 +44,7 @@ class OrgConfig(StrictModel):
     package_cache: str = "build/pkgs"
     dist: str = "dist"
     store: str = "dist/store"
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
 
 
 @dataclass(frozen=True)

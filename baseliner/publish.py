@@ -45,4 +45,17 @@ def publish_baseline(project: Project, name: str, store: Store, registry: str | 
         tmp = manifest_path.with_name(".manifest.json.tmp")
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         tmp.replace(manifest_path)
-    return publish(store, manifest_path, lock_files(Path(baseline.path)))
+    extra: list[Path] = []
+    image = json.loads(manifest_path.read_text()).get("image")
+    if image:
+        from .render import render_kubernetes
+
+        ref = image.get("digest") or image["tags"][1]
+        k8s_dir = manifest_path.parent / "k8s"
+        k8s_dir.mkdir(exist_ok=True)
+        for name, data in render_kubernetes(
+            baseline, ref, project.config.kubernetes, project.templates_dir
+        ).items():
+            (k8s_dir / name).write_bytes(data)
+            extra.append(k8s_dir / name)
+    return publish(store, manifest_path, [*lock_files(Path(baseline.path)), *extra])
