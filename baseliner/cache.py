@@ -51,6 +51,7 @@ class Wanted:
     """A package some published lock needs, and which baselines need it."""
 
     record_json: str
+    record: object
     fn: str
     url: str
     sha256: str
@@ -71,7 +72,7 @@ def wanted_packages(store: Store, platform: str = "linux-64", work: Path | None 
                 for record in records:
                     fn = record.file_name  # type: ignore[attr-defined]
                     users = (*out[fn].users, f"{name}@{version}") if fn in out else (f"{name}@{version}",)
-                    out[fn] = Wanted(record.to_json(), fn, record.url, record.sha256.hex(), users)  # type: ignore[attr-defined]
+                    out[fn] = Wanted(record.to_json(), record, fn, record.url, record.sha256.hex(), users)  # type: ignore[attr-defined]
     return out
 
 
@@ -92,47 +93,88 @@ class FillResult:
 def fill(
     cache: Path, wanted: Mapping[str, Wanted], mirrors: Mapping[str, str], report: Report = _noop
 ) -> FillResult:
-    """Add every wanted package that is missing: archive, extracted dir, repodata_record.json, urls.txt."""
-    from rattler.package_streaming import extract
+    """Add every wanted package that is missing: archive, extracted dir, repodata_record.json, urls.txt.
 
+    Archives are downloaded (from the mirrors) and checked against the lock's sha256; py-rattler
+    then extracts them into the cache, writing its own per-package metadata beside conda's, so
+    the same directory is a conda `pkgs` dir and a py-rattler cache layer."""
     cache.mkdir(parents=True, exist_ok=True)
     result = FillResult()
     urls = (cache / "urls.txt").read_text().splitlines() if (cache / "urls.txt").is_file() else []
+    missing: list[Wanted] = []
     for fn, item in sorted(wanted.items()):
-        target = cache / dist_name(fn)
-        if (target / "info" / "repodata_record.json").is_file() and (cache / fn).is_file():
+        if (cache / dist_name(fn) / "info" / "repodata_record.json").is_file() and (cache / fn).is_file():
             result.present.append(fn)
             continue
-        report(f"adding {fn}")
-        staging = Path(tempfile.mkdtemp(prefix=f".{dist_name(fn)}-", dir=cache))
-        try:
-            archive = staging / fn
-            channel = item.url.rsplit("/", 2)[0]
-            name = channel.removeprefix(DEFAULT_CHANNEL_ALIAS + "/")
-            ref = resolve_channel(name if "://" not in name else channel, mirrors, cache)
-            _download(ref.to_source(item.url), archive)
-            actual = sha256_file(archive)
-            if actual != item.sha256:
-                raise CacheError(f"package {fn} does not match its lock", details=[f"lock sha256 {item.sha256}", f"got         {actual}"],
-                                 hint="the channel or mirror serves a different file; check it before filling the cache")  # fmt: skip
-            extracted = staging / "extracted"
-            extract(archive, extracted)
-            (extracted / "info" / "repodata_record.json").write_text(
-                json.dumps(json.loads(item.record_json), indent=2, sort_keys=True) + "\n"
-            )
-            os.replace(archive, cache / fn)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(extracted, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        missing.append(item)
+        if not (cache / fn).is_file():
+            report(f"downloading {fn}")
+            _fetch_archive(cache, item, mirrors)
         if item.url not in urls:
             urls.append(item.url)
-        result.added.append(fn)
+    for user in sorted({u for item in missing for u in item.users}):
+        group = [
+            item
+            for item in missing
+            if user in item.users
+            and not (cache / dist_name(item.fn) / "info" / "repodata_record.json").is_file()
+        ]
+        if group:
+            report(f"extracting {len(group)} package(s) of {user}")
+            _extract_with_rattler(cache, group)
+            for item in group:
+                record_path = cache / dist_name(item.fn) / "info" / "repodata_record.json"
+                tmp = record_path.with_name(".repodata_record.json.tmp")
+                tmp.write_text(json.dumps(json.loads(item.record_json), indent=2, sort_keys=True) + "\n")
+                tmp.replace(record_path)
+                result.added.append(item.fn)
     tmp = cache / ".urls.txt.tmp"
     tmp.write_text("".join(f"{u}\n" for u in urls))
     tmp.replace(cache / "urls.txt")
     return result
+
+
+def _fetch_archive(cache: Path, item: Wanted, mirrors: Mapping[str, str]) -> None:
+    channel = item.url.rsplit("/", 2)[0]
+    name = channel.removeprefix(DEFAULT_CHANNEL_ALIAS + "/")
+    ref = resolve_channel(name if "://" not in name else channel, mirrors, cache)
+    tmp = cache / f".{item.fn}.tmp-{os.getpid()}"
+    try:
+        _download(ref.to_source(item.url), tmp)
+        actual = sha256_file(tmp)
+        if actual != item.sha256:
+            raise CacheError(
+                f"package {item.fn} does not match its lock",
+                details=[f"lock sha256 {item.sha256}", f"got         {actual}"],
+                hint="the channel or mirror serves a different file; check it before filling the cache",
+            )
+        tmp.replace(cache / item.fn)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _extract_with_rattler(cache: Path, items: list[Wanted]) -> None:
+    """Let py-rattler extract archives into the cache (a throwaway prefix receives the links)."""
+    import asyncio
+
+    from rattler import RepoDataRecord, install
+
+    records = []
+    for item in items:
+        record = RepoDataRecord._from_py_record(item.record._record)  # type: ignore[attr-defined]
+        record.url = (cache / item.fn).resolve().as_uri()
+        records.append(record)
+    with tempfile.TemporaryDirectory(prefix=".fill-", dir=cache) as prefix:
+        try:
+            asyncio.run(
+                install(
+                    records, target_prefix=prefix, cache_dir=cache, installed_packages=[], show_progress=False
+                )
+            )
+        except Exception as exc:
+            raise CacheError(
+                f"extracting packages into {cache} failed", details=str(exc).splitlines()[:8]
+            ) from exc
 
 
 @dataclass
@@ -228,3 +270,28 @@ def stats(cache: Path, wanted: Mapping[str, Wanted]) -> dict[str, object]:
         "bytes_with_separate_caches": separate,
         "bytes_saved": separate - total,
     }
+
+
+def export_tarball(cache: Path, output: Path) -> Path:
+    """A tarball of the cache for seeding an NFS share or a PVC (sorted, fixed mtimes; atomic)."""
+    import tarfile
+
+    from .condapkg import FIXED_MTIME
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+
+    def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.mtime, info.uid, info.gid, info.uname, info.gname = FIXED_MTIME, 0, 0, "", ""
+        return info
+
+    with tarfile.open(tmp, "w:gz") as tar:
+        for dirpath, dirnames, filenames in os.walk(cache):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith(".") or name.endswith(".lock"):
+                    continue
+                full = Path(dirpath, name)
+                tar.add(full, arcname=full.relative_to(cache).as_posix(), recursive=False, filter=normalise)
+    tmp.replace(output)
+    return output

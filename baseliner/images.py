@@ -227,7 +227,19 @@ def run(
         output = container.logs(stdout=True, stderr=True).decode(errors="replace")
         return RunResult(int(result.get("StatusCode", 1)), output)
     finally:
+        _remove(container)
+
+
+def _remove(container: Any) -> None:
+    from docker.errors import APIError, NotFound
+
+    try:
         container.remove(force=True)
+    except NotFound:
+        pass
+    except APIError as exc:  # 409: another cleanup is already removing it
+        if exc.status_code != 409:
+            raise
 
 
 def inspect_labels(client: docker.DockerClient, ref: str) -> dict[str, str]:
@@ -349,3 +361,21 @@ def layers(client: docker.DockerClient, ref: str) -> list[str]:
 
 def size(client: docker.DockerClient, ref: str) -> int:
     return int(client.api.inspect_image(ref)["Size"])
+
+
+def export_volume(
+    client: docker.DockerClient, source: Path, volume_name: str, image: str = BASE_IMAGE
+) -> str:
+    """Create (or refill) a Docker volume holding a copy of `source` (the shared package cache)."""
+    volume = client.volumes.create(name=volume_name, labels={"io.baseliner.shared-cache": "1"})
+    result = run(
+        client, image,
+        # No write bit anywhere: consumers (conda, py-rattler) then treat it as a read-only layer.
+        ["sh", "-c", "cp -a /src/. /dst/ && chmod -R a+rX,a-w /dst"],
+        volumes={str(source.resolve()): {"bind": "/src", "mode": "ro"}, volume.name: {"bind": "/dst", "mode": "rw"}},
+        user="0",
+        timeout=1800,
+    )  # fmt: skip
+    if result.exit_code != 0:
+        raise ImageError(f"filling volume {volume_name} failed", details=result.output.splitlines()[-10:])
+    return str(volume.name)

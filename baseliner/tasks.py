@@ -459,11 +459,14 @@ def drift(c: Context, prefix: str, baseline: str, store: str = "", json: bool = 
         "yes": "with --prune: remove them",
         "stats": "packages, bytes, sharing, bytes saved",
         "json": "JSON output",
+        "export_volume": "copy the cache into this Docker volume (for pods on this engine)",
+        "export_tar": "write a tarball of the cache (for seeding an NFS share or a PVC)",
     },
 )
 @_user_errors
 def cache_task(c: Context, directory: str = "", store: str = "", verify: bool = False, prune: bool = False,
-               yes: bool = False, stats: bool = False, json: bool = False) -> None:  # fmt: skip
+               yes: bool = False, stats: bool = False, json: bool = False, export_volume: str = "",
+               export_tar: str = "") -> None:  # fmt: skip
     """Fill the shared conda package cache with every package of every published baseline."""
     from . import cache as shared
 
@@ -482,6 +485,15 @@ def cache_task(c: Context, directory: str = "", store: str = "", verify: bool = 
                 hint="run `invoke cache` to refill (corrupt packages: delete their directory first)",
             )  # fmt: skip
         console.print(f"[green]ok[/green] {target} is sound")
+        return
+    if export_tar:
+        console.print(f"[green]wrote[/green] {shared.export_tarball(target, Path(export_tar))}")
+        return
+    if export_volume:
+        from .images import connect
+        from .images import export_volume as fill_volume
+
+        console.print(f"[green]filled[/green] volume {fill_volume(connect(), target, export_volume)}")
         return
     wanted = shared.wanted_packages(_store(proj, store))
     if prune:
