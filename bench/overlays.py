@@ -13,6 +13,7 @@ ten small pip packages the overlays add. Run: .venv/bin/python bench/overlays.py
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -139,10 +140,8 @@ def main() -> None:
         for proc in procs:
             proc.terminate()
         for tag in [*locals().get("overlay_tags", []), *locals().get("full_tags", [])]:
-            try:
+            with contextlib.suppress(Exception):
                 client.images.remove(tag, force=True)
-            except Exception:
-                pass
         shutil.rmtree(work, ignore_errors=True)
 
 
