@@ -192,12 +192,12 @@ def manifest_data(
     conda = sorted(
         (
             {
-                "name": str(r.name.normalized),  # type: ignore[attr-defined]
-                "version": str(r.version),  # type: ignore[attr-defined]
-                "build": str(r.build),  # type: ignore[attr-defined]
-                "channel": str(r.channel).rstrip("/"),  # type: ignore[attr-defined]
-                "url": r.url,  # type: ignore[attr-defined]
-                "sha256": r.sha256.hex(),  # type: ignore[attr-defined]
+                "name": str(r.name.normalized),
+                "version": str(r.version),
+                "build": str(r.build),
+                "channel": str(r.channel).rstrip("/"),
+                "url": r.url,
+                "sha256": (r.sha256 or b"").hex(),
             }
             for r in locked.records
         ),

@@ -24,12 +24,16 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .channels import DEFAULT_CHANNEL_ALIAS, resolve_channel
 from .errors import BaselinerError
 from .lock import read_lock_records
 from .pack import sha256_file
 from .store import Store
+
+if TYPE_CHECKING:
+    from rattler import RepoDataRecord
 
 Report = Callable[[str], None]
 
@@ -51,28 +55,34 @@ class Wanted:
     """A package some published lock needs, and which baselines need it."""
 
     record_json: str
-    record: object
+    record: RepoDataRecord
     fn: str
     url: str
     sha256: str
     users: tuple[str, ...]
 
 
-def wanted_packages(store: Store, platform: str = "linux-64", work: Path | None = None) -> dict[str, Wanted]:
-    """Every package of every published baseline version (by file name), with who needs it."""
+def wanted_packages(
+    store: Store, platform: str = "linux-64", overlay_locks: Iterable[Path] = ()
+) -> dict[str, Wanted]:
+    """Every package of every published baseline version, and of the listed overlay locks (by file
+    name), with who needs it."""
     index = store.index()["baselines"]
     out: dict[str, Wanted] = {}
+
+    def add(records: Iterable[RepoDataRecord], user: str) -> None:
+        for record in records:
+            fn = record.file_name
+            users = (*out[fn].users, user) if fn in out else (user,)
+            out[fn] = Wanted(record.to_json(), record, fn, record.url, (record.sha256 or b"").hex(), users)
+
     with tempfile.TemporaryDirectory() as tmp:
         for name in sorted(index):
             for version in sorted(index[name]):
-                lock = store.fetch(
-                    name, version, f"{name}.lock", Path(work or tmp) / f"{name}-{version}.lock"
-                )
-                _, records = read_lock_records(lock, platform)
-                for record in records:
-                    fn = record.file_name  # type: ignore[attr-defined]
-                    users = (*out[fn].users, f"{name}@{version}") if fn in out else (f"{name}@{version}",)
-                    out[fn] = Wanted(record.to_json(), record, fn, record.url, record.sha256.hex(), users)  # type: ignore[attr-defined]
+                lock = store.fetch(name, version, f"{name}.lock", Path(tmp) / f"{name}-{version}.lock")
+                add(read_lock_records(lock, platform)[1], f"{name}@{version}")
+    for lock in overlay_locks:
+        add(read_lock_records(lock, platform)[1], f"overlay:{lock.parent.name}")
     return out
 
 
@@ -161,7 +171,7 @@ def _extract_with_rattler(cache: Path, items: list[Wanted]) -> None:
 
     records = []
     for item in items:
-        record = RepoDataRecord._from_py_record(item.record._record)  # type: ignore[attr-defined]
+        record = RepoDataRecord._from_py_record(item.record._record)  # a copy: the url changes
         record.url = (cache / item.fn).resolve().as_uri()
         records.append(record)
     with tempfile.TemporaryDirectory(prefix=".fill-", dir=cache) as prefix:

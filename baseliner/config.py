@@ -45,6 +45,8 @@ class OrgConfig(StrictModel):
     dist: str = "dist"
     store: str = "dist/store"
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    # Overlay locks (paths) whose delta packages the shared cache also holds.
+    cache_overlays: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,10 @@ class Project:
         """The artifact store: an http(s) URL as given, or a directory relative to the config."""
         value = self.config.store
         return value if "://" in value else str(self._path(value))
+
+    @property
+    def cache_overlay_locks(self) -> list[Path]:
+        return [self._path(p) for p in self.config.cache_overlays]
 
     def repo(self) -> BaselineRepo:
         return BaselineRepo(self.baselines_dir)

@@ -23,10 +23,14 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .channels import ChannelRef
 from .errors import EnvError
 from .lock import LockedEnv
+
+if TYPE_CHECKING:
+    from rattler import RepoDataRecord
 
 Report = Callable[[str], None]
 # Written into every built prefix (and so into its tarball): which baseline and lock it holds.
@@ -47,36 +51,36 @@ class InstallResult:
     cache_misses: int
 
 
-def _source_records(records: Sequence[object], refs: Sequence[ChannelRef]) -> list[object]:
+def _source_records(records: Sequence[RepoDataRecord], refs: Sequence[ChannelRef]) -> list[RepoDataRecord]:
     """Records pointing at the configured mirrors instead of the canonical URLs of the lock."""
     out = []
     for record in records:
         for ref in refs:
-            url = record.url  # type: ignore[attr-defined]
+            url = record.url
             if url.startswith(ref.canonical + "/"):
-                record.url = ref.to_source(url)  # type: ignore[attr-defined]
+                record.url = ref.to_source(url)
                 break
         out.append(record)
     return out
 
 
-def _cache_hits(records: Sequence[object], cache: Path) -> int:
+def _cache_hits(records: Sequence[RepoDataRecord], cache: Path) -> int:
     hits = 0
     for record in records:
-        name = record.file_name  # type: ignore[attr-defined]
+        name = record.file_name
         stem = name.removesuffix(".conda").removesuffix(".tar.bz2")
         if (cache / stem / "info" / "index.json").is_file():
             hits += 1
     return hits
 
 
-def install_conda(records: Sequence[object], staging: Path, final: Path, cache: Path) -> None:
+def install_conda(records: Sequence[RepoDataRecord], staging: Path, final: Path, cache: Path) -> None:
     from rattler import install
 
     try:
         asyncio.run(
             install(
-                list(records),  # type: ignore[arg-type]
+                list(records),
                 target_prefix=staging,
                 cache_dir=cache,
                 installed_packages=[],
@@ -230,7 +234,7 @@ def clean_stale_staging(parent: Path) -> list[Path]:
     return removed
 
 
-def conda_records(prefix: Path) -> list[dict[str, object]]:
+def conda_records(prefix: Path) -> list[dict[str, Any]]:
     """The conda-meta records of a prefix, as conda writes them (one JSON file per package)."""
     meta = prefix / "conda-meta"
     return [json.loads(p.read_text()) for p in sorted(meta.glob("*.json"))] if meta.is_dir() else []

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .envs import conda_records
 from .errors import LintError, first_few
@@ -84,13 +84,13 @@ def pip_distributions(prefix: Path, conda_files: set[str]) -> list[PipDist]:
     return dists
 
 
-def _check_pip(prefix: Path, records: list[dict[str, object]]) -> Iterable[Finding]:
+def _check_pip(prefix: Path, records: list[dict[str, Any]]) -> Iterable[Finding]:
     owner: dict[str, str] = {}
     conda_versions: dict[str, str] = {}
     for rec in records:
         label = f"{rec['name']} {rec['version']}"
         conda_versions[normalise(str(rec["name"]))] = str(rec["version"])
-        for path in rec.get("files", []):  # type: ignore[union-attr]
+        for path in rec.get("files", []):
             owner[str(path)] = label
     for dist in pip_distributions(prefix, set(owner)):
         clobbered = sorted(p for p in dist.files if p in owner)
@@ -153,12 +153,12 @@ def _sha256(path: Path) -> str:
 
 
 def _check_conda_files(
-    prefix: Path, records: list[dict[str, object]], targets: Iterable[str]
+    prefix: Path, records: list[dict[str, Any]], targets: Iterable[str]
 ) -> Iterable[Finding]:
     longest = max((len(t) for t in targets), default=len(str(prefix)))
     for rec in records:
         label = f"{rec['name']} {rec['version']}"
-        paths = rec.get("paths_data", {}).get("paths", [])  # type: ignore[union-attr]
+        paths = rec.get("paths_data", {}).get("paths", [])
         missing, changed, too_long = [], [], []
         for entry in paths:
             rel = entry["_path"]

@@ -23,10 +23,14 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .channels import ChannelRef, resolve_channels
 from .errors import LockError
 from .spec import Baseline
+
+if TYPE_CHECKING:
+    from rattler import GenericVirtualPackage, LockFile, RepoDataRecord
 
 Report = Callable[[str], None]
 
@@ -94,10 +98,10 @@ def virtual_packages(declared: Sequence[str], platform: str) -> list[str]:
     return [entries[k] for k in sorted(entries)]
 
 
-def _generic_virtual(entries: Sequence[str]) -> list[object]:
+def _generic_virtual(entries: Sequence[str]) -> list[GenericVirtualPackage]:
     from rattler import BuildString, GenericVirtualPackage, PackageName, Version
 
-    out: list[object] = []
+    out: list[GenericVirtualPackage] = []
     for entry in entries:
         name, version, build = [*entry.split("="), "0", "0"][:3]
         out.append(GenericVirtualPackage(PackageName(name), Version(version), BuildString(build)))
@@ -110,32 +114,34 @@ def solve_records(
     platform: str,
     cache: Path,
     virtual: Sequence[str],
-    pinned: Sequence[object] = (),
-    locked: Sequence[object] = (),
-) -> list[object]:
+    pinned: Sequence[RepoDataRecord] = (),
+    locked: Sequence[RepoDataRecord] = (),
+) -> list[RepoDataRecord]:
     """Solve `specs` for one platform with py-rattler (strict channel priority); rattler's errors pass through."""
     from rattler import Channel, ChannelPriority, Gateway, solve
 
     gateway = Gateway(cache_dir=cache / "repodata")
 
-    async def run() -> list[object]:
+    async def run() -> list[RepoDataRecord]:
         return list(
             await solve(
                 sources=[Channel(r.source) for r in refs],
                 specs=list(specs),
                 gateway=gateway,
-                platforms=[platform, "noarch"],
-                virtual_packages=_generic_virtual(virtual),  # type: ignore[arg-type]
+                platforms=[platform, "noarch"],  # type: ignore[list-item]
+                virtual_packages=_generic_virtual(virtual),
                 channel_priority=ChannelPriority.Strict,
-                pinned_packages=list(pinned) or None,  # type: ignore[arg-type]
-                locked_packages=list(locked) or None,  # type: ignore[arg-type]
+                pinned_packages=list(pinned) or None,
+                locked_packages=list(locked) or None,
             )
         )
 
     return asyncio.run(run())
 
 
-def _solve_platform(baseline: Baseline, refs: list[ChannelRef], platform: str, cache: Path) -> list[object]:
+def _solve_platform(
+    baseline: Baseline, refs: list[ChannelRef], platform: str, cache: Path
+) -> list[RepoDataRecord]:
     try:
         return solve_records(
             baseline.conda_specs, refs, platform, cache, _virtual_packages(baseline, platform)
@@ -155,31 +161,31 @@ def _solve_platform(baseline: Baseline, refs: list[ChannelRef], platform: str, c
         ) from exc
 
 
-def canonicalise(records: list[object], refs: Sequence[ChannelRef]) -> list[object]:
+def canonicalise(records: list[RepoDataRecord], refs: Sequence[ChannelRef]) -> list[RepoDataRecord]:
     """Point every record at its channel's canonical URL, so the lock is the same on any machine."""
     for record in records:
         for ref in refs:
-            url = record.url  # type: ignore[attr-defined]
+            url = record.url
             if url.startswith(ref.source + "/"):
-                record.url = ref.to_canonical(url)  # type: ignore[attr-defined]
-                record.channel = ref.canonical + "/"  # type: ignore[attr-defined]
+                record.url = ref.to_canonical(url)
+                record.channel = ref.canonical + "/"
                 break
         # When a channel was last indexed says nothing about the package; keep it out of the lock.
-        record.indexed_timestamp = None  # type: ignore[attr-defined]
+        record.indexed_timestamp = None
     return records
 
 
-def explicit_text(baseline: Baseline, platform: str, records: list[object]) -> str:
+def explicit_text(baseline: Baseline, platform: str, records: list[RepoDataRecord]) -> str:
     from rattler import PackageRecord
 
     lines = [header(baseline).rstrip("\n"), f"# platform: {platform}", "@EXPLICIT"]
-    by_name = {str(r.name.normalized): r for r in records}  # type: ignore[attr-defined]
-    ordered = PackageRecord.sort_topologically(records)  # type: ignore[arg-type]
+    by_name = {str(r.name.normalized): r for r in records}
+    ordered = PackageRecord.sort_topologically(list(records))
     for record in (by_name[str(r.name.normalized)] for r in ordered):
-        md5 = record.md5  # type: ignore[attr-defined]
+        md5 = record.md5
         if md5 is None:
-            raise LockError(f"package {record.file_name!r} has no md5 in the channel's repodata")  # type: ignore[attr-defined]
-        lines.append(f"{record.url}#{md5.hex()}")  # type: ignore[attr-defined]
+            raise LockError(f"package {record.file_name!r} has no md5 in the channel's repodata")
+        lines.append(f"{record.url}#{md5.hex()}")
     return "\n".join(lines) + "\n"
 
 
@@ -222,10 +228,10 @@ def resolve_pip(
     return header(baseline) + proc.stdout
 
 
-def _python_version(records: list[object]) -> str | None:
+def _python_version(records: list[RepoDataRecord]) -> str | None:
     for record in records:
-        if str(record.name.normalized) == "python":  # type: ignore[attr-defined]
-            v = str(record.version).split(".")  # type: ignore[attr-defined]
+        if str(record.name.normalized) == "python":
+            v = str(record.version).split(".")
             return ".".join(v[:2])
     return None
 
@@ -258,10 +264,10 @@ def lock_baseline(
     for platform in platforms:
         report(f"solving {baseline.name} for {platform}")
         records = canonicalise(_solve_platform(baseline, refs, platform, cache), refs)
-        for record in sorted(records, key=lambda r: str(r.name.normalized)):  # type: ignore[attr-defined]
-            if record.sha256 is None:  # type: ignore[attr-defined]
-                raise LockError(f"package {record.file_name!r} has no sha256 in the channel's repodata")  # type: ignore[attr-defined]
-            lock.add_conda_package(LOCK_ENV, lock_platforms[platform], record)  # type: ignore[arg-type]
+        for record in sorted(records, key=lambda r: str(r.name.normalized)):
+            if record.sha256 is None:
+                raise LockError(f"package {record.file_name!r} has no sha256 in the channel's repodata")
+            lock.add_conda_package(LOCK_ENV, lock_platforms[platform], record)
         outputs[paths.explicit(platform)] = explicit_text(baseline, platform, records).encode()
         if baseline.pip:
             pyver = _python_version(records)
@@ -279,17 +285,17 @@ def lock_baseline(
     return sorted(outputs)
 
 
-def rattler_lock_bytes(lock: object, near: Path) -> bytes:
+def rattler_lock_bytes(lock: LockFile, near: Path) -> bytes:
     """The bytes py-rattler writes for `lock` (it writes files only; a temp file next to `near`)."""
     tmp = near.with_name(f".{near.name}.rattler-{os.getpid()}")
     try:
-        lock.to_path(tmp)  # type: ignore[attr-defined]
+        lock.to_path(tmp)
         return tmp.read_bytes()
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def read_lock_records(path: Path, platform: str) -> tuple[list[str], list[object]]:
+def read_lock_records(path: Path, platform: str) -> tuple[list[str], list[RepoDataRecord]]:
     """Channels (canonical URLs) and the conda records of one platform of a py-rattler lock file."""
     from rattler import LockFile
 
@@ -348,7 +354,7 @@ class LockedEnv:
     """The records of one platform of a lock (canonical URLs) and its pip lock, if any."""
 
     platform: str
-    records: list[object]
+    records: list[RepoDataRecord]
     pip_lock: Path | None
 
 

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -44,11 +44,15 @@ from .spec import (
     MatchSpecStr,
     PackSpec,
     PipRequirementStr,
+    Platform,
     StrictModel,
     read_source,
     validate_model,
 )
 from .store import Store
+
+if TYPE_CHECKING:
+    from rattler import RepoDataRecord
 
 Report = Callable[[str], None]
 EXTENDS_RE = (
@@ -68,9 +72,7 @@ class OverlaySpec(StrictModel):
     name: str = Field(pattern=NAME_RE)
     extends: str = Field(pattern=EXTENDS_RE)
     description: str = ""
-    platforms: list[Literal["linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64"]] = Field(
-        default_factory=lambda: ["linux-64"]
-    )
+    platforms: list[Platform] = Field(default_factory=lambda: list[Platform](["linux-64"]))
     channels: list[ChannelStr] = Field(default_factory=list)
     conda: list[MatchSpecStr] = Field(default_factory=list)
     pip: list[PipRequirementStr] = Field(default_factory=list)
@@ -184,11 +186,11 @@ def _refs_for(
     return resolve_channels(names, mirrors, base_dir)
 
 
-def _name(record: object) -> str:
-    return str(record.name.normalized)  # type: ignore[attr-defined]
+def _name(record: RepoDataRecord) -> str:
+    return str(record.name.normalized)
 
 
-def base_conflicts(specs: Sequence[str], base_records: Sequence[object], base: Base) -> list[str]:
+def base_conflicts(specs: Sequence[str], base_records: Sequence[RepoDataRecord], base: Base) -> list[str]:
     """Overlay specs that the base's own record of the same package does not satisfy."""
     from rattler import MatchSpec
 
@@ -196,10 +198,10 @@ def base_conflicts(specs: Sequence[str], base_records: Sequence[object], base: B
     found = []
     for text in specs:
         spec = MatchSpec(text)
-        record = by_name.get(str(spec.name.normalized))  # type: ignore[union-attr]
-        if record is not None and not spec.matches(record):  # type: ignore[arg-type]
+        record = by_name.get(str(spec.name.normalized))
+        if record is not None and not spec.matches(record):
             found.append(
-                f"{_name(record)}: base {base.ref} has {record.version} ({record.build}), "  # type: ignore[attr-defined]
+                f"{_name(record)}: base {base.ref} has {record.version} ({record.build}), "
                 f"the overlay needs '{text}'"
             )
     return found
@@ -208,7 +210,7 @@ def base_conflicts(specs: Sequence[str], base_records: Sequence[object], base: B
 @dataclass(frozen=True)
 class OverlayLock:
     layered: bool
-    records: dict[str, list[object]]  # per platform: the delta (layered) or everything
+    records: dict[str, list[RepoDataRecord]]  # per platform: the delta (layered) or everything
     written: list[Path]
 
 
@@ -225,7 +227,7 @@ def lock_overlay(
 
     spec = overlay.spec
     outputs: dict[Path, bytes] = {}
-    per_platform: dict[str, list[object]] = {}
+    per_platform: dict[str, list[RepoDataRecord]] = {}
     platforms = {p: LockPlatform(p) for p in spec.platforms}
     lock = LockFile(list(platforms.values()))
     channels_set = False
@@ -266,22 +268,22 @@ def lock_overlay(
                 "relax the overlay or pass --allow-base-changes",
             ) from exc
         solved = canonicalise(solved, refs)
-        base_keys = {(_name(r), str(r.version), str(r.build)) for r in base_records}  # type: ignore[attr-defined]
+        base_keys = {(_name(r), str(r.version), str(r.build)) for r in base_records}
         changed = [
             r
             for r in solved
             if _name(r) in base_names and (_name(r), str(r.version), str(r.build)) not in base_keys
-        ]  # type: ignore[attr-defined]
+        ]
         if changed:
             layered = False
         records = solved if not layered else [r for r in solved if _name(r) not in base_names]
         per_platform[platform] = records
         for record in sorted(records, key=_name):
-            lock.add_conda_package(LOCK_ENV, platforms[platform], record)  # type: ignore[arg-type]
+            lock.add_conda_package(LOCK_ENV, platforms[platform], record)
         if spec.pip:
             pyver = next(
                 (".".join(str(r.version).split(".")[:2]) for r in solved if _name(r) == "python"), None
-            )  # type: ignore[attr-defined]
+            )
             if pyver is None:
                 raise LockError(f"overlay {spec.name!r} has a pip section but its base has no python")
             outputs[overlay.pip_path(platform)] = _resolve_pip_delta(
@@ -346,7 +348,8 @@ def _resolve_pip_delta(
             hint="a pip requirement may need a different version of a base pip package",
         )
     # Keep only what the base does not already have (uv pinned those to the base's versions).
-    blocks, current = [], []
+    blocks: list[list[str]] = []
+    current: list[str] = []
     for line in proc.stdout.splitlines():
         if line and not line.startswith((" ", "#")) and current:
             blocks.append(current)
@@ -385,11 +388,11 @@ def drift(prefix: Path, base: Base, platform: str = "linux-64") -> Drift:
     from .lint import pip_distributions
 
     _, base_records = read_lock_records(base.lock, platform)
-    expected = {_name(r): f"{r.version}={r.build}" for r in base_records}  # type: ignore[attr-defined]
+    expected = {_name(r): f"{r.version}={r.build}" for r in base_records}
     records = conda_records(prefix)
     actual = {str(r["name"]): f"{r['version']}={r['build']}" for r in records}
     expected_pip = {f"pip:{n}": v for n, v in base.pip_pins(platform).items()}
-    conda_files = {str(f) for r in records for f in r.get("files", [])}  # type: ignore[union-attr]
+    conda_files = {str(f) for r in records for f in r.get("files", [])}
     actual_pip = {f"pip:{normalise(d.name)}": d.version for d in pip_distributions(prefix, conda_files)}
     expected.update(expected_pip)
     actual.update(actual_pip)

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .condapkg import FIXED_MTIME
 from .config import Project
@@ -30,6 +30,9 @@ from .lint import lint_env, normalise, pip_distributions, raise_on_errors
 from .lock import LockedEnv, read_lock_records
 from .overlay import Base, Overlay, _refs_for, overlay_stale_reason, read_header
 from .pack import PackResult, conda_unpack, member_problems, open_tarball, pack_env, verify_checksum
+
+if TYPE_CHECKING:
+    from rattler import RepoDataRecord
 
 Report = Callable[[str], None]
 
@@ -55,9 +58,9 @@ def _delta_files(prefix: Path, base_names: set[str], base_pins: set[str]) -> lis
     for rec in records:
         if str(rec["name"]) in base_names:
             continue
-        files.update(str(f) for f in rec.get("files", []))  # type: ignore[union-attr]
+        files.update(str(f) for f in rec.get("files", []))
         files.add(f"conda-meta/{rec['name']}-{rec['version']}-{rec['build']}.json")
-    conda_files = {str(f) for r in records for f in r.get("files", [])}  # type: ignore[union-attr]
+    conda_files = {str(f) for r in records for f in r.get("files", [])}
     for dist in pip_distributions(prefix, conda_files):
         if normalise(dist.name) not in base_pins:
             files.update(os.path.normpath(f) for f in dist.files)
@@ -138,7 +141,7 @@ def build_overlay(
             "unpacked_bytes": delta_bytes,
         },
         "full": {"name": full.path.name, "sha256": full.sha256, "size": full.size},
-        "packages": sorted(f"{_n(r)}={r.version}={r.build}" for r in delta_records),  # type: ignore[attr-defined]
+        "packages": sorted(f"{_n(r)}={r.version}={r.build}" for r in delta_records),
     }
     manifest_path = out_dir / "manifest.json"
     tmp = manifest_path.with_name(".manifest.json.tmp")
@@ -147,8 +150,8 @@ def build_overlay(
     return OverlayBuild(env, delta, full, manifest_path, layered, tuple(delta_files), delta_bytes)
 
 
-def _n(record: object) -> str:
-    return str(record.name.normalized)  # type: ignore[attr-defined]
+def _n(record: RepoDataRecord) -> str:
+    return str(record.name.normalized)
 
 
 def _delta_manifest(tarball: Path) -> dict[str, Any]:

@@ -109,7 +109,7 @@ def _compressor(out: IO[bytes], fmt: Format, level: int, threads: int) -> Iterat
 
         cctx = zstandard.ZstdCompressor(level=max(level, 1), threads=threads, write_checksum=True)
         with cctx.stream_writer(out, closefd=False) as zst:
-            yield zst  # type: ignore[misc]
+            yield zst
 
 
 def _normalise_tar(raw: Path, stream: IO[bytes]) -> None:
@@ -155,7 +155,7 @@ def open_tarball(path: Path) -> Iterator[tarfile.TarFile]:
         with (
             path.open("rb") as raw,
             zstandard.ZstdDecompressor().stream_reader(raw) as stream,
-            tarfile.open(fileobj=stream, mode="r|") as tar,  # type: ignore[call-overload]
+            tarfile.open(fileobj=stream, mode="r|") as tar,
         ):
             yield tar
     else:

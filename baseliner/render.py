@@ -84,10 +84,10 @@ def _packages(baseline: Baseline, platform: str) -> tuple[list[Package], list[tu
     conda = sorted(
         (
             Package(
-                str(r.name.normalized),  # type: ignore[attr-defined]
-                str(r.version),  # type: ignore[attr-defined]
-                str(r.build),  # type: ignore[attr-defined]
-                str(r.channel).rstrip("/"),  # type: ignore[attr-defined]
+                str(r.name.normalized),
+                str(r.version),
+                str(r.build),
+                str(r.channel).rstrip("/"),
             )
             for r in locked.records
         ),

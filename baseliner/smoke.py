@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .envs import conda_records
 from .lint import normalise, pip_distributions
@@ -73,7 +74,7 @@ def _top_level(files: list[str]) -> list[str]:
     return sorted(tops)
 
 
-def _conda_entry_points(cache: Path, record: dict[str, object]) -> list[str]:
+def _conda_entry_points(cache: Path, record: dict[str, Any]) -> list[str]:
     pkg_dir = record.get("extracted_package_dir")
     candidates = [Path(str(pkg_dir))] if pkg_dir else []
     candidates.append(cache / f"{record['name']}-{record['version']}-{record['build']}")
@@ -89,7 +90,7 @@ def plan(prefix: Path, baseline: Baseline, cache: Path) -> SmokePlan:
     """Modules and entry points of the packages `baseline` asks for, as installed at `prefix`."""
     from rattler import MatchSpec
 
-    requested_conda = {normalise(str(MatchSpec(r.spec).name.normalized)) for r in baseline.conda}  # type: ignore[union-attr]
+    requested_conda = {normalise(str(MatchSpec(r.spec).name.normalized)) for r in baseline.conda}
     requested_pip = {normalise(re.split(r"[\s<>=!~;\[]", r.spec, maxsplit=1)[0]) for r in baseline.pip}
     modules: list[str] = []
     entry_points: list[str] = []
@@ -98,10 +99,10 @@ def plan(prefix: Path, baseline: Baseline, cache: Path) -> SmokePlan:
         name = normalise(str(rec["name"]))
         if name not in requested_conda or name in NOT_IMPORTABLE:
             continue
-        files = [str(f) for f in rec.get("files", [])]  # type: ignore[union-attr]
+        files = [str(f) for f in rec.get("files", [])]
         modules += [MODULE_MAP[name]] if name in MODULE_MAP else _top_level(files)
         entry_points += _conda_entry_points(cache, rec)
-    conda_files = {str(f) for rec in records for f in rec.get("files", [])}  # type: ignore[union-attr]
+    conda_files = {str(f) for rec in records for f in rec.get("files", [])}
     for dist in pip_distributions(prefix, conda_files):
         name = normalise(dist.name)
         if name not in requested_pip:

@@ -80,7 +80,7 @@ class Store:
         data = self.read_bytes(rel)
         try:
             value = json.loads(data)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise StoreError(
                 f"store entry {rel!r} is corrupt (not JSON: {exc.msg} at byte {exc.pos})",
                 hint="the file may be truncated; publish the baseline again",

@@ -63,7 +63,8 @@ def validate(c: Context, name: str = "", json: bool = False) -> None:
     """Check baseline specs: keys, types, match specs, `extends:` (file, line and hint on error)."""
     proj = project(c)
     repo = proj.repo()
-    results, failures = [], []
+    results: list[dict[str, Any]] = []
+    failures: list[BaselinerError] = []
     for each in _names(proj, name):
         try:
             baseline = repo.resolve(each)
@@ -495,7 +496,7 @@ def cache_task(c: Context, directory: str = "", store: str = "", verify: bool = 
 
         console.print(f"[green]filled[/green] volume {fill_volume(connect(), target, export_volume)}")
         return
-    wanted = shared.wanted_packages(_store(proj, store))
+    wanted = shared.wanted_packages(_store(proj, store), overlay_locks=proj.cache_overlay_locks)
     if prune:
         plan = shared.prune(target, wanted) if yes else shared.prune_plan(target, wanted)
         for name, size in plan:
@@ -513,9 +514,9 @@ def cache_task(c: Context, directory: str = "", store: str = "", verify: bool = 
             for key, value in data.items():
                 console.print(f"{key:28} {value}")
         return
-    result = shared.fill(target, wanted, proj.mirrors(), _report)
+    filled = shared.fill(target, wanted, proj.mirrors(), _report)
     console.print(
-        f"[green]ok[/green] {target}: {len(result.added)} added, {len(result.present)} already there"
+        f"[green]ok[/green] {target}: {len(filled.added)} added, {len(filled.present)} already there"
     )
 
 
