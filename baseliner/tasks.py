@@ -520,8 +520,97 @@ def cache_task(c: Context, directory: str = "", store: str = "", verify: bool = 
     )
 
 
+def _audit(roots: list[str] | None, prefixes: list[str] | None, files: list[str] | None, caches: list[str] | None,
+           threshold: float, naming: str, stale_days: int, quota: int) -> Any:  # fmt: skip
+    from .audit.findings import DEFAULT_NAMING
+    from .audit.inventory import inventory
+    from .audit.report import AuditOptions, run_audit
+
+    with console.status("scanning environments"):
+        envs = inventory(
+            [Path(r) for r in roots or []], [Path(p) for p in prefixes or []], [Path(f) for f in files or []]
+        )
+    if not envs:
+        raise BaselinerError(
+            "no environments found", hint="pass --root DIR (e.g. /opt/conda/envs), --prefix P or --file F"
+        )
+    options = AuditOptions(threshold, naming or DEFAULT_NAMING, stale_days, quota)
+    with console.status(f"comparing {len(envs)} environments"):
+        return run_audit(envs, options, caches=[Path(c) for c in caches or []])
+
+
+_AUDIT_HELP = {
+    "root": "directory holding environments (repeatable), e.g. /opt/conda/envs",
+    "prefix": "one environment prefix (repeatable)",
+    "file": "an exported environment: explicit list, env export YAML, conda-lock (repeatable)",
+    "cache": "a package cache to count in the disk totals (repeatable)",
+    "threshold": "similarity at which environments cluster (default 0.9)",
+    "naming": "naming convention regex (default: proj-*, exp-*, tool-*)",
+    "stale_days": "unused for this many days is stale (default 90)",
+    "quota": "environments per user before a finding (default 10)",
+}
+
+
+@task(help={**_AUDIT_HELP, "json": "print the JSON report", "html": "write the HTML report to this file"},
+      iterable=["root", "prefix", "file", "cache"])  # fmt: skip
+@_user_errors
+def audit(c: Context, root: list[str] | None = None, prefix: list[str] | None = None, file: list[str] | None = None,
+          cache: list[str] | None = None, threshold: float = 0.9, naming: str = "", stale_days: int = 90, quota: int = 10,
+          json: bool = False, html: str = "") -> None:  # fmt: skip
+    """Find duplicate environments, count their disk honestly, list findings and proposals."""
+    from rich.table import Table
+
+    from .audit.report import as_json
+    from .audit.report import html as render_html
+
+    result = _audit(root, prefix, file, cache, threshold, naming, stale_days, quota)
+    data = as_json(result)
+    if html:
+        Path(html).write_text(render_html(result, project(c).templates_dir))
+        console.print(f"[green]wrote[/green] {html}")
+    if json:
+        _emit_json(data)
+        return
+    table = Table(
+        title=f"{len(data['environments'])} environments, {data['disk']['total_bytes'] / 1e9:.2f} GB on disk"
+    )
+    for column in ("environment", "kind", "conda", "pip", "unique MB", "shared MB", "cluster"):
+        table.add_column(column)
+    for env in data["environments"]:
+        table.add_row(env["name"], env["kind"], str(env["conda"]), str(env["pip"]), f"{env['unique_bytes'] / 1e6:.1f}",
+                      f"{env['shared_bytes'] / 1e6:.1f}", "" if env["cluster"] is None else str(env["cluster"]))  # fmt: skip
+    console.print(table)
+    for finding in data["findings"]:
+        console.print(f"[yellow]{finding['kind']}[/yellow] {finding['message']}")
+    for proposal in data["proposals"]:
+        console.print(f"cluster {proposal['cluster']}: {len(proposal['members'])} envs -> {proposal['baseline']['name']} + "
+                      f"{len(proposal['overlays'])} overlays, frees {proposal['freed_bytes'] / 1e6:.1f} MB "
+                      f"(`invoke propose --cluster {proposal['cluster']} ...`)")  # fmt: skip
+
+
+@task(help={**_AUDIT_HELP, "cluster": "cluster number from `invoke audit`", "out": "directory for the proposed specs"},
+      iterable=["root", "prefix", "file", "cache"])  # fmt: skip
+@_user_errors
+def propose(c: Context, cluster: int, out: str = "proposal", root: list[str] | None = None, prefix: list[str] | None = None,
+            file: list[str] | None = None, cache: list[str] | None = None, threshold: float = 0.9, naming: str = "",
+            stale_days: int = 90, quota: int = 10) -> None:  # fmt: skip
+    """Write the proposed baseline and one overlay per member for one cluster."""
+    from .audit.propose import write
+
+    result = _audit(root, prefix, file, cache, threshold, naming, stale_days, quota)
+    if not 0 <= cluster < len(result.proposals):
+        raise BaselinerError(f"no cluster {cluster}", details=[f"clusters: 0..{len(result.proposals) - 1}" if result.proposals else "none found"],
+                             hint="run `invoke audit` to see the clusters, or lower --threshold")  # fmt: skip
+    proposal = result.proposals[cluster]
+    for path in write(proposal, Path(out)):
+        console.print(f"[green]wrote[/green] {path}")
+    console.print(f"frees {proposal.freed_bytes / 1e6:.1f} MB; conflicts: {len(proposal.conflicts)}")
+    for conflict in proposal.conflicts[:10]:
+        console.print(f"  {conflict}")
+
+
 namespace = Collection(
     validate, seed_channel, lock, render, base_image, build_baseline_task, build_all, unpack, publish,
-    lock_overlay_task, build_overlay_task, drift, cache_task,
+    lock_overlay_task, build_overlay_task, drift, cache_task, audit, propose,
 )  # fmt: skip
 namespace.configure({"baseliner": {"root": None}})

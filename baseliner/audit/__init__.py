@@ -1,0 +1,1 @@
+"""The fleet audit: inventory, disk accounting, similarity and clusters, findings, proposals, reports."""

@@ -1,0 +1,162 @@
+"""Running an audit end to end, and its reports: JSON (a stable, documented schema) and one
+self-contained HTML file (inline SVG: similarity heatmap, disk per environment; no network).
+
+JSON schema (`schema_version` 1):
+
+    {"schema_version": 1, "threshold": float,
+     "environments": [{"name", "location", "kind", "owner", "conda": int, "pip": int,
+                       "apparent_bytes", "unique_bytes", "shared_bytes", "cluster": int|null,
+                       "last_used": iso8601|null, "unreadable": [str]}],
+     "disk": {"total_bytes": int},                      # every inode once == du -sb
+     "clusters": [{"id", "members": [name], "min_similarity": float}],
+     "findings": [{"kind", "envs": [name], "message"}],
+     "proposals": [{"cluster", "baseline": spec, "overlays": {env: spec}, "conflicts": [str],
+                    "current_bytes", "projected_bytes", "freed_bytes"}]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import disk, findings, similarity
+from .inventory import EnvProfile
+from .propose import Proposal, propose
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    threshold: float = 0.9
+    naming: str = findings.DEFAULT_NAMING
+    stale_days: int = 90
+    quota: int = 10
+
+
+@dataclass
+class Audit:
+    envs: list[EnvProfile]
+    options: AuditOptions
+    disk: disk.DiskReport
+    clusters: similarity.Clusters
+    findings: list[findings.Finding]
+    proposals: list[Proposal]
+
+    def cluster_members(self) -> list[list[int]]:
+        return self.clusters.members()
+
+
+def tokens(env: EnvProfile) -> list[str]:
+    return [p.key for p in env.packages]
+
+
+def run_audit(
+    envs: list[EnvProfile],
+    options: AuditOptions = AuditOptions(),
+    caches: Sequence[Path] = (),
+    expected: Callable[[dict[str, object]], dict[str, str] | None] | None = None,
+    now: datetime | None = None,
+) -> Audit:
+    prefixes = [Path(e.location) for e in envs if e.kind == "prefix"]
+    usage = disk.measure([*prefixes, *caches])
+    clusters = similarity.cluster([tokens(e) for e in envs], options.threshold)
+    groups = clusters.members()
+    found = [
+        *findings.pip_shadowing(envs),
+        *findings.cluster_splits(envs, groups),
+        *findings.naming(envs, options.naming),
+        *findings.stale(envs, options.stale_days, now),
+        *findings.quota(envs, options.quota),
+        *(findings.baseline_drift(envs, expected) if expected else []),
+    ]
+    proposals = []
+    for number, members in enumerate(groups):
+        member_prefixes = [Path(envs[i].location) for i in members if envs[i].kind == "prefix"]
+        current = disk.measure(member_prefixes).total if member_prefixes else 0
+        proposals.append(propose(number, [envs[i] for i in members], current_bytes=current))
+    return Audit(envs, options, usage, clusters, found, proposals)
+
+
+def as_json(audit: Audit) -> dict[str, Any]:
+    cluster_of = {i: n for n, members in enumerate(audit.cluster_members()) for i in members}
+    usage = {u.root: u for u in audit.disk.roots}
+    envs = []
+    for index, env in enumerate(audit.envs):
+        u = usage.get(env.location)
+        envs.append({
+            "name": env.name, "location": env.location, "kind": env.kind, "owner": env.owner,
+            "conda": len(env.conda), "pip": len(env.pip),
+            "apparent_bytes": u.apparent if u else 0, "unique_bytes": u.unique if u else 0, "shared_bytes": u.shared if u else 0,
+            "cluster": cluster_of.get(index), "last_used": env.last_used.isoformat() if env.last_used else None,
+            "unreadable": env.unreadable,
+        })  # fmt: skip
+    pair_score = {
+        (int(i), int(j)): float(s)
+        for (i, j), s in zip(audit.clusters.pairs.tolist(), audit.clusters.scores.tolist(), strict=True)
+    }
+    clusters = []
+    for number, members in enumerate(audit.cluster_members()):
+        scores = [s for (i, j), s in pair_score.items() if i in members and j in members]
+        clusters.append(
+            {
+                "id": number,
+                "members": [audit.envs[i].name for i in members],
+                "min_similarity": round(min(scores), 4) if scores else None,
+            }
+        )
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "threshold": audit.options.threshold,
+        "environments": envs,
+        "disk": {"total_bytes": audit.disk.total},
+        "clusters": clusters,
+        "findings": [asdict(f) | {"envs": list(f.envs)} for f in audit.findings],
+        "proposals": [
+            {"cluster": p.cluster, "members": p.members, "baseline": p.baseline, "overlays": p.overlays, "conflicts": p.conflicts,
+             "current_bytes": p.current_bytes, "projected_bytes": p.projected_bytes, "freed_bytes": p.freed_bytes}
+            for p in audit.proposals
+        ],
+    }  # fmt: skip
+
+
+def html(audit: Audit, templates_dir: Path | None = None, max_heatmap: int = 150) -> str:
+    from ..render import environment
+
+    data = as_json(audit)
+    order = [i for members in audit.cluster_members() for i in members]
+    order += [i for i in range(len(audit.envs)) if i not in set(order)]
+    order = order[:max_heatmap]
+    matrix = (
+        similarity.similarity_matrix([tokens(audit.envs[i]) for i in order]) if order else np.zeros((0, 0))
+    )
+    cell = max(4, min(16, 600 // max(len(order), 1)))
+    cells = [
+        {"x": c * cell, "y": r * cell, "v": round(float(matrix[r, c]), 3), "color": _color(float(matrix[r, c])),
+         "title": f"{audit.envs[order[r]].name} ~ {audit.envs[order[c]].name}: {matrix[r, c]:.2f}"}
+        for r in range(len(order)) for c in range(len(order))
+    ]  # fmt: skip
+    largest = max((e["apparent_bytes"] for e in data["environments"]), default=1) or 1
+    return (
+        environment(templates_dir)
+        .get_template("audit-report.html.j2")
+        .render(
+            data=data,
+            cells=cells,
+            cell=cell,
+            size=cell * len(order),
+            labels=[audit.envs[i].name for i in order],
+            largest=largest,
+        )
+    )
+
+
+def _color(value: float) -> str:
+    # white (0) to dark blue (1)
+    shade = int(255 - 200 * value)
+    return f"rgb({shade},{shade},{255 - int(80 * value)})"
