@@ -15,6 +15,7 @@ therefore does nothing.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -32,9 +33,10 @@ from .channels import resolve_channels
 from .condapkg import FIXED_MTIME
 from .config import Project
 from .envs import BASELINE_MARKER, clean_stale_staging, install_env, normalise_mtimes
-from .errors import DockerUnavailable, PackError
+from .errors import BaselinerError, DockerUnavailable, PackError
 from .lint import Finding, lint_env, raise_on_errors
 from .lock import lock_baseline, lock_hash, read_lock, stale_reason
+from .locking import hold
 from .pack import pack_env, sha256_file
 from .render import PACKAGE_TEMPLATES, render_outputs, tarball_name, write_outputs
 from .spec import Baseline
@@ -53,6 +55,7 @@ class BuildOptions:
     image: bool = True
     platform: str = "linux-64"
     force: bool = False
+    lock_timeout: float = 1800.0
 
 
 @dataclass
@@ -250,12 +253,51 @@ def build_baseline(
     report: Report = _noop,
     connect: Callable[[], Any] | None = None,
 ) -> BuildResult:
-    """Build one baseline end to end (see the module docstring)."""
+    """Build one baseline end to end (see the module docstring), holding its build lock."""
     baseline = project.repo().resolve(name)
     paths = BuildPaths(project, baseline, options.platform)
     if options.platform not in baseline.platforms:
         raise PackError(f"baseline {name!r} is not locked for {options.platform}",
                         hint=f"platforms: {', '.join(baseline.platforms)}")  # fmt: skip
+    lock_file = project.build_dir / "locks" / f"{paths.stem}.lock"
+    what = f"the build of {name} {baseline.version} ({options.platform})"
+    with hold(lock_file, what, options.lock_timeout, report):
+        _clean_leftovers(paths)
+        try:
+            return _build_locked(project, name, baseline, paths, options, report, connect)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise _out_of_space(name, str(exc)) from None
+        except BaselinerError as exc:
+            if "No space left on device" not in exc.render():
+                raise
+            raise _out_of_space(name, exc.message) from None
+
+
+def _out_of_space(name: str, detail: str) -> PackError:
+    return PackError(
+        f"out of disk space while building {name}",
+        details=[detail],
+        hint="free space (or point `dist` / `package_cache` elsewhere) and build again; nothing partial was kept",
+    )
+
+
+def _clean_leftovers(paths: BuildPaths) -> None:
+    """Remove what a killed build left: staging prefixes and temporary files next to outputs.
+    Called with the build lock held, so no live build is using them."""
+    clean_stale_staging(paths.env.parent)
+    if paths.out_dir.is_dir():
+        for item in paths.out_dir.iterdir():
+            if item.name.startswith("."):
+                if item.is_dir():
+                    shutil.rmtree(item, ignore_errors=True)
+                else:
+                    item.unlink(missing_ok=True)
+
+
+def _build_locked(project: Project, name: str, baseline: Baseline, paths: BuildPaths, options: BuildOptions,
+                  report: Report, connect: Callable[[], Any] | None) -> BuildResult:  # fmt: skip
     result = BuildResult(name, baseline.version, "", paths.tarball, paths.manifest, rebuilt=False)
 
     if stale_reason(baseline) is not None:
@@ -270,7 +312,6 @@ def build_baseline(
 
     if options.force or not tarball_fresh(paths, key):
         result.rebuilt = True
-        clean_stale_staging(paths.env.parent)
         with _step(result, "env", report) as detail:
             locked = read_lock(baseline, options.platform)
             refs = resolve_channels(baseline.channels, project.mirrors(), baseline.path.parent)

@@ -46,22 +46,26 @@ def token_matrix(token_sets: Sequence[Sequence[str]]) -> csr_matrix:
 
 
 def jaccard_pairs(matrix: csr_matrix, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs (i < j) with Jaccard >= threshold, and their scores."""
-    dense = matrix.toarray()
-    sizes = dense.sum(axis=1)
+    """All pairs (i < j) with Jaccard >= threshold, and their scores.
+
+    J(a, b) >= t  <=>  |a & b| * (1 + t) >= t * (|a| + |b|), so no division over the whole block.
+    Tokens held by a single environment add nothing to any intersection: their columns are dropped
+    before the product (the set sizes keep them)."""
+    sizes = np.asarray(matrix.sum(axis=1)).ravel().astype(np.float32)
+    shared_cols = np.flatnonzero(np.asarray(matrix.sum(axis=0)).ravel() > 1)
+    dense = matrix[:, shared_cols].toarray()
     n = dense.shape[0]
     found_pairs, found_scores = [], []
     for start in range(0, n, BLOCK):
-        block = dense[start : start + BLOCK]
-        inter = block @ dense.T  # intersections of this block with everything
-        union = sizes[start : start + BLOCK, None] + sizes[None, :] - inter
-        with np.errstate(divide="ignore", invalid="ignore"):
-            score = np.where(union > 0, inter / union, 0.0)
-        i, j = np.nonzero(score >= threshold)
-        i += start
+        # This block against itself and every later row: the upper triangle, half the work.
+        inter = dense[start : start + BLOCK] @ dense[start:].T
+        bound = threshold * (sizes[start : start + BLOCK, None] + sizes[None, start:])
+        i, j = np.nonzero(inter * (1 + threshold) >= bound - 1e-4)
         keep = i < j
-        found_pairs.append(np.stack([i[keep], j[keep]], axis=1))
-        found_scores.append(score[i[keep] - start, j[keep]])
+        i, j = i[keep], j[keep]
+        common = inter[i, j]
+        found_pairs.append(np.stack([i + start, j + start], axis=1))
+        found_scores.append(common / (sizes[i + start] + sizes[j + start] - common))
     if not found_pairs:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
     return np.concatenate(found_pairs), np.concatenate(found_scores)

@@ -1,0 +1,154 @@
+"""Builds that survive kills, concurrency, tampering and a full disk — each shown by doing it.
+
+The builds run as real `baseliner build-baseline --no-image` processes against the fixture
+channel (file://) and the local wheel index (HTTP on 127.0.0.1); the image path is covered by
+the Docker tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from baseliner.config import Project
+
+from ..conftest import MakeProject, spec
+
+BASELINER = str(Path(sys.executable).with_name("baseliner"))
+KILL_TRIALS = 20
+
+
+def _build(project: Project, name: str, **kw: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "BASELINER_ROOT": str(project.root)}
+    return subprocess.Popen([BASELINER, "build-baseline", name, "--no-image"], env=env, cwd=project.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]  # fmt: skip
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _check_consistent(project: Project, name: str) -> None:
+    """Whatever a killed build left is either absent or complete and self-consistent."""
+    out = project.dist_dir / name / "1.0"
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        data = json.loads(manifest.read_text())  # never truncated
+        tarball = out / data["tarball"]["name"]
+        assert tarball.is_file() and _sha(tarball) == data["tarball"]["sha256"]
+        assert (out / f"{tarball.name}.sha256").read_text().split()[0] == data["tarball"]["sha256"]
+    # the package cache: every extracted package matches its paths.json, or py-rattler will redo it
+    for pkg in project.package_cache.glob("*/info/paths.json"):
+        root = pkg.parent.parent
+        if not (project.package_cache / f"{root.name}.lock").is_file():
+            continue
+        for entry in json.loads(pkg.read_text())["paths"]:
+            if entry.get("path_type", "hardlink") == "hardlink" and entry.get("sha256"):
+                target = root / entry["_path"]
+                assert target.is_file() and _sha(target) == entry["sha256"], f"corrupt cache entry {target}"
+
+
+@pytest.fixture
+def project(make_project: MakeProject) -> Project:
+    return make_project({
+        "rel": spec("rel", conda=["python 3.*", "hello-noarch", "prefixdemo"], pip=["tinyapp"]),
+        **{f"par{i}": spec(f"par{i}", conda=["python 3.*", "libfoo" if i % 2 else "needs-old-foo"]) for i in range(6)},
+    })  # fmt: skip
+
+
+def test_killed_builds_leave_nothing_partial_and_the_next_build_matches(
+    project: Project, tmp_path: Path
+) -> None:
+    # The reference: an uninterrupted build in a copy of the repo.
+    start = time.monotonic()
+    ref = _build(project, "rel")
+    assert ref.wait(timeout=300) == 0, ref.stderr.read() if ref.stderr else ""
+    duration = time.monotonic() - start
+    out = project.dist_dir / "rel" / "1.0"
+    reference = _sha(out / "rel-1.0-linux-64.tar.gz")
+    survived = 0
+    for seed in range(KILL_TRIALS):
+        # Start from nothing built so every step can be hit: env, pip, pack, manifest.
+        for path in (project.dist_dir, project.build_dir / "envs"):
+            subprocess.run(["rm", "-rf", str(path)], check=True)
+        if seed % 4 == 0:
+            subprocess.run(
+                ["rm", "-rf", str(project.package_cache)], check=True
+            )  # also hit downloads/extraction
+        proc = _build(project, "rel", start_new_session=True)
+        time.sleep(random.Random(seed).uniform(0.05, duration))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        _check_consistent(project, "rel")
+        again = _build(project, "rel")
+        assert again.wait(timeout=300) == 0, again.stderr.read() if again.stderr else ""
+        assert _sha(out / "rel-1.0-linux-64.tar.gz") == reference
+        assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+        assert not list((project.build_dir / "envs").glob(".staging-*"))
+        survived += 1
+    assert survived == KILL_TRIALS
+    print(
+        f"\nkill trials: {KILL_TRIALS} run, {survived} survived (build took {duration:.1f} s uninterrupted)"
+    )
+
+
+def test_eight_concurrent_builds_share_cache_and_output(project: Project) -> None:
+    names = ["par0", "par1", "par2", "par3", "par4", "par5", "par0", "par1"]  # two baselines twice
+    procs = [_build(project, n) for n in names]
+    codes = [p.wait(timeout=600) for p in procs]
+    errors = [p.stderr.read() if p.stderr else "" for p in procs]
+    assert codes == [0] * 8, errors
+    digests = {}
+    for name in set(names):
+        _check_consistent(project, name)
+        digests[name] = _sha(project.dist_dir / name / "1.0" / f"{name}-1.0-linux-64.tar.gz")
+    # the same baseline built twice at once yields one consistent artifact: rebuilding changes nothing
+    rerun = _build(project, "par0")
+    assert rerun.wait(timeout=300) == 0
+    assert _sha(project.dist_dir / "par0" / "1.0" / "par0-1.0-linux-64.tar.gz") == digests["par0"]
+    print(f"\nparallel builds: {len(names)} run at once, {codes.count(0)} succeeded")
+
+
+def test_another_build_holding_the_lock_is_named(project: Project) -> None:
+    from baseliner.build import BuildOptions, BuildPaths, build_baseline
+    from baseliner.locking import Locked, hold
+
+    baseline = project.repo().resolve("par2")
+    stem = BuildPaths(project, baseline, "linux-64").stem
+    with hold(project.build_dir / "locks" / f"{stem}.lock", "test"), pytest.raises(Locked) as info:
+        build_baseline(project, "par2", BuildOptions(image=False, lock_timeout=0.5))
+    assert "another build holds the build of par2 1.0 (linux-64)" in info.value.render()
+
+
+def test_full_disk_fails_clearly_and_poisons_nothing(project: Project, tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(small)], capture_output=True
+        ).returncode
+        != 0
+    ):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        config = project.root / "baseliner.yaml"
+        config.write_text(config.read_text() + f"dist: {small}\n")
+        proc = _build(project, "rel")
+        assert proc.wait(timeout=300) == 1
+        stderr = proc.stderr.read() if proc.stderr else ""
+        assert "out of disk space while building rel" in stderr and "Traceback" not in stderr
+        assert not [p for p in small.rglob("*") if p.is_file()]  # no partial artifact
+        config.write_text(config.read_text().replace(f"dist: {small}\n", ""))
+        again = _build(project, "rel")
+        assert again.wait(timeout=300) == 0, again.stderr.read() if again.stderr else ""
+        _check_consistent(project, "rel")
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
