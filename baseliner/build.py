@@ -286,7 +286,7 @@ def _out_of_space(name: str, detail: str) -> PackError:
 def _clean_leftovers(paths: BuildPaths) -> None:
     """Remove what a killed build left: staging prefixes and temporary files next to outputs.
     Called with the build lock held, so no live build is using them."""
-    clean_stale_staging(paths.env.parent)
+    clean_stale_staging(paths.env)
     if paths.out_dir.is_dir():
         for item in paths.out_dir.iterdir():
             if item.name.startswith("."):

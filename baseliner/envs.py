@@ -224,13 +224,13 @@ def install_env(
     return InstallResult(final, len(records), pip_count, hits, len(records) - hits)
 
 
-def clean_stale_staging(parent: Path) -> list[Path]:
-    """Remove staging prefixes left by killed builds."""
+def clean_stale_staging(final: Path) -> list[Path]:
+    """Remove staging prefixes that killed builds of `final` left (call with its build lock held:
+    other environments' staging directories may belong to live builds)."""
     removed = []
-    if parent.is_dir():
-        for path in parent.glob(".staging-*"):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+    for path in final.parent.glob(f".staging-{final.name}-*") if final.parent.is_dir() else []:
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
     return removed
 
 
