@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .channels import resolve_channels
+from .channels import credentials, resolve_channels
 from .condapkg import FIXED_MTIME
 from .config import Project
 from .envs import BASELINE_MARKER, clean_stale_staging, install_env, normalise_mtimes
@@ -261,7 +261,7 @@ def build_baseline(
                         hint=f"platforms: {', '.join(baseline.platforms)}")  # fmt: skip
     lock_file = project.build_dir / "locks" / f"{paths.stem}.lock"
     what = f"the build of {name} {baseline.version} ({options.platform})"
-    with hold(lock_file, what, options.lock_timeout, report):
+    with hold(lock_file, what, options.lock_timeout, report), credentials(list(project.mirrors().values())):
         _clean_leftovers(paths)
         try:
             return _build_locked(project, name, baseline, paths, options, report, connect)

@@ -15,6 +15,7 @@ only once it is complete (its repodata_record.json is written last).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .channels import DEFAULT_CHANNEL_ALIAS, resolve_channel
+from .channels import DEFAULT_CHANNEL_ALIAS, resolve_channel, split_credentials
 from .errors import BaselinerError
 from .lock import read_lock_records
 from .pack import sha256_file
@@ -86,11 +87,17 @@ def wanted_packages(
     return out
 
 
-def _download(url: str, dest: Path) -> None:
+def _download(url: str, dest: Path, mirrors: Mapping[str, str]) -> None:
     if url.startswith("file://"):
         shutil.copyfile(url.removeprefix("file://"), dest)
         return
-    with urllib.request.urlopen(url, timeout=120) as response, dest.open("wb") as out:
+    request = urllib.request.Request(url)
+    for mirror in mirrors.values():  # credentials live in the config's mirror URL, never in `url`
+        clean, found = split_credentials(mirror)
+        if found and url.startswith(clean.rstrip("/") + "/"):
+            token = base64.b64encode(f"{found[1]}:{found[2]}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=120) as response, dest.open("wb") as out:
         shutil.copyfileobj(response, out, 1 << 20)
 
 
@@ -150,7 +157,7 @@ def _fetch_archive(cache: Path, item: Wanted, mirrors: Mapping[str, str]) -> Non
     ref = resolve_channel(name if "://" not in name else channel, mirrors, cache)
     tmp = cache / f".{item.fn}.tmp-{os.getpid()}"
     try:
-        _download(ref.to_source(item.url), tmp)
+        _download(ref.to_source(item.url), tmp, mirrors)
         actual = sha256_file(tmp)
         if actual != item.sha256:
             raise CacheError(

@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import functools
 import http.server
+import json
+import os
 import platform
 import shutil
 import subprocess
@@ -23,6 +25,7 @@ import sys
 import sysconfig
 import tempfile
 import threading
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +70,47 @@ class ChannelRef:
         return url
 
 
+def split_credentials(url: str) -> tuple[str, tuple[str, str, str] | None]:
+    """`url` without `user:password@`, and (host, user, password) when it had them."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.username or parts.password is None:
+        return url, None
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    clean = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return clean, (netloc, urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password))
+
+
+@contextlib.contextmanager
+def credentials(urls: Sequence[str]) -> Iterator[None]:
+    """Hand credentials found in channel URLs to py-rattler through a private auth file
+    (RATTLER_AUTH_FILE, mode 0600, removed afterwards), so URLs that rattler caches or writes into
+    conda-meta never carry them."""
+    entries: dict[str, object] = {}
+    for url in urls:
+        _, found = split_credentials(url)
+        if found:
+            netloc, user, password = found
+            for key in {netloc, netloc.split(":")[0]}:
+                entries[key] = {"BasicHTTP": {"username": user, "password": password}}
+    if not entries:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="baseliner-auth-") as tmp:
+        path = Path(tmp) / "credentials.json"
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(entries))
+        old = os.environ.get("RATTLER_AUTH_FILE")
+        os.environ["RATTLER_AUTH_FILE"] = str(path)
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop("RATTLER_AUTH_FILE", None)
+            else:
+                os.environ["RATTLER_AUTH_FILE"] = old
+
+
 def resolve_channel(name: str, mirrors: Mapping[str, str], base_dir: Path) -> ChannelRef:
     """Canonical and source URL of a channel named in a spec (relative paths: from `base_dir`)."""
     if "://" in name:
@@ -75,7 +119,7 @@ def resolve_channel(name: str, mirrors: Mapping[str, str], base_dir: Path) -> Ch
         canonical = (base_dir / name).resolve().as_uri()
     else:
         canonical = f"{DEFAULT_CHANNEL_ALIAS}/{name.strip('/')}"
-    source = mirrors.get(name) or mirrors.get(canonical) or canonical
+    source, _ = split_credentials(mirrors.get(name) or mirrors.get(canonical) or canonical)
     return ChannelRef(name=name, canonical=canonical, source=source.rstrip("/"))
 
 

@@ -8,9 +8,20 @@ is kept for bugs only.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# Credentials that may ride in a channel or registry URL: user:password@ and conda's /t/<token>/.
+_USERINFO = re.compile(r"(?<=://)[^/@\s:]+:[^/@\s]+@")
+_TOKEN = re.compile(r"/t/[^/\s]+/")
+
+
+def redact(text: str) -> str:
+    """`text` with credentials in URLs masked (so no error message or log line carries them)."""
+    return _TOKEN.sub("/t/***/", _USERINFO.sub("***@", text))
+
 
 SHOWN_DETAILS = 3
 
@@ -59,7 +70,7 @@ class BaselinerError(Exception):
         lines += [f"  - {d}" for d in first_few(self.details, self.detail_limit)]
         if self.hint:
             lines.append(f"hint: {self.hint}")
-        return "\n".join(lines)
+        return redact("\n".join(lines))
 
 
 class SpecError(BaselinerError):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .channels import ChannelRef, resolve_channels
+from .channels import ChannelRef, credentials, resolve_channels
 from .errors import LockError
 from .spec import Baseline
 
@@ -250,6 +250,13 @@ def lock_baseline(
     report: Report = _noop,
 ) -> list[Path]:
     """Solve every platform and write the lock files; returns the files written."""
+    with credentials(list(mirrors.values())):
+        return _lock_baseline(baseline, mirrors, cache, pip_index_url, report)
+
+
+def _lock_baseline(
+    baseline: Baseline, mirrors: dict[str, str], cache: Path, pip_index_url: str | None, report: Report
+) -> list[Path]:
     from rattler import LockChannel, LockFile, LockPlatform
 
     if not baseline.channels:

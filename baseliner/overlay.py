@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from .channels import DEFAULT_CHANNEL_ALIAS, ChannelRef, resolve_channels
+from .channels import DEFAULT_CHANNEL_ALIAS, ChannelRef, credentials, resolve_channels
 from .errors import LockError, SpecError
 from .lint import normalise
 from .lock import (
@@ -223,6 +223,14 @@ def lock_overlay(
     allow_base_changes: bool = False,
     report: Report = _noop,
 ) -> OverlayLock:
+    with credentials(list(mirrors.values())):
+        return _lock_overlay(overlay, base, mirrors, cache, pip_index_url, allow_base_changes, report)
+
+
+def _lock_overlay(
+    overlay: Overlay, base: Base, mirrors: dict[str, str], cache: Path, pip_index_url: str | None,
+    allow_base_changes: bool, report: Report,
+) -> OverlayLock:  # fmt: skip
     from rattler import LockChannel, LockFile, LockPlatform
 
     spec = overlay.spec

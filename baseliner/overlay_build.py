@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .channels import credentials
 from .condapkg import FIXED_MTIME
 from .config import Project
 from .envs import BASELINE_MARKER, OVERLAY_MARKER, conda_records, install_env, normalise_mtimes
@@ -106,8 +107,9 @@ def build_overlay(
     report(
         f"installing {overlay.spec.name}: {len(base_records)} base + {len(delta_records)} delta conda packages"
     )
-    install_env(locked, refs, env, project.package_cache, project.config.pip_index_url, report=report,
-                extra_pip_locks=[pip_delta] if pip_delta.is_file() else [], markers=markers)  # fmt: skip
+    with credentials(list(project.mirrors().values())):
+        install_env(locked, refs, env, project.package_cache, project.config.pip_index_url, report=report,
+                    extra_pip_locks=[pip_delta] if pip_delta.is_file() else [], markers=markers)  # fmt: skip
     raise_on_errors(overlay.spec.name, lint_env(env, ["/opt/env"]))
     normalise_mtimes(env, FIXED_MTIME)
     out_dir = project.dist_dir / "overlays" / overlay.spec.name

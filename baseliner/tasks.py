@@ -18,7 +18,7 @@ from invoke import Collection, Context, Exit, task
 from rich.console import Console
 
 from .config import Project
-from .errors import BaselinerError, LockError, RenderError
+from .errors import BaselinerError, LockError, RenderError, redact
 
 if TYPE_CHECKING:
     from .build import BuildResult
@@ -46,7 +46,7 @@ def project(c: Context) -> Project:
 
 
 def _report(message: str) -> None:
-    console.print(f"[dim]…[/dim] {message}")
+    console.print(f"… {redact(message)}", markup=False, style="dim")
 
 
 def _names(proj: Project, name: str) -> list[str]:
