@@ -14,7 +14,6 @@ listed in the summary. What is checked:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,6 +24,7 @@ from typing import Any, Literal
 
 from .envs import conda_records
 from .errors import LintError, first_few
+from .pack import sha256_file
 
 
 @dataclass(frozen=True)
@@ -144,14 +144,6 @@ def _check_editables(prefix: Path) -> Iterable[Finding]:
                     )  # fmt: skip
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_conda_files(
     prefix: Path, records: list[dict[str, Any]], targets: Iterable[str]
 ) -> Iterable[Finding]:
@@ -175,7 +167,7 @@ def _check_conda_files(
             expected = entry.get("sha256_in_prefix") or (
                 None if entry.get("prefix_placeholder") else entry.get("sha256")
             )
-            if expected and _sha256(full) != expected:
+            if expected and sha256_file(full) != expected:
                 changed.append(rel)
             placeholder = entry.get("prefix_placeholder")
             if placeholder and entry.get("file_mode") == "binary" and longest > len(placeholder):
