@@ -18,8 +18,14 @@ SECRET = "s3cret-TOKEN-9f2c"
 
 
 def test_redact_masks_userinfo_and_conda_tokens() -> None:
-    assert redact(f"https://alice:{SECRET}@mirror.example/conda-forge") == "https://***@mirror.example/conda-forge"
-    assert redact(f"https://conda.example/t/{SECRET}/channel/linux-64") == "https://conda.example/t/***/channel/linux-64"
+    assert (
+        redact(f"https://alice:{SECRET}@mirror.example/conda-forge")
+        == "https://***@mirror.example/conda-forge"
+    )
+    assert (
+        redact(f"https://conda.example/t/{SECRET}/channel/linux-64")
+        == "https://conda.example/t/***/channel/linux-64"
+    )
     assert SECRET not in LockError(f"fetch http://u:{SECRET}@h/x failed", details=[f"/t/{SECRET}/"]).render()
 
 
@@ -31,21 +37,33 @@ def _grep(root: Path) -> list[str]:
     return hits
 
 
-def test_a_planted_channel_secret_appears_nowhere(make_project: MakeProject, http_channel: str, tmp_path: Path) -> None:
+def test_a_planted_channel_secret_appears_nowhere(
+    make_project: MakeProject, http_channel: str, tmp_path: Path
+) -> None:
     authed = http_channel.replace("http://", f"http://alice:{SECRET}@")
-    project: Project = make_project({"sec": spec("sec", conda=["python 3.*", "hello-noarch"])}, channel_url=authed)
+    project: Project = make_project(
+        {"sec": spec("sec", conda=["python 3.*", "hello-noarch"])}, channel_url=authed
+    )
     env = {**os.environ, "BASELINER_ROOT": str(project.root)}
     baseliner = str(Path(sys.executable).with_name("baseliner"))
     outputs = []
-    for args in (["lock", "--name", "sec"], ["render", "--name", "sec"], ["build-baseline", "sec", "--no-image"]):
+    for args in (
+        ["lock", "--name", "sec"],
+        ["render", "--name", "sec"],
+        ["build-baseline", "sec", "--no-image"],
+    ):
         proc = subprocess.run([baseliner, *args], env=env, cwd=project.root, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
         outputs += [proc.stdout, proc.stderr]
     # a failing solve against the same authenticated mirror: the error names the mirror, not the secret
     (project.root / "baselines" / "bad.yaml").write_text(yaml.safe_dump(spec("bad", conda=["no-such-pkg"])))
-    proc = subprocess.run([baseliner, "lock", "--name", "bad"], env=env, cwd=project.root, capture_output=True, text=True)
+    proc = subprocess.run(
+        [baseliner, "lock", "--name", "bad"], env=env, cwd=project.root, capture_output=True, text=True
+    )
     assert proc.returncode == 1 and "no-such-pkg" in proc.stderr
     outputs += [proc.stdout, proc.stderr]
     assert not [o for o in outputs if SECRET in o]
-    leaked = [p for p in _grep(project.root) if not p.endswith("baseliner.yaml")]  # the config is where it lives
+    leaked = [
+        p for p in _grep(project.root) if not p.endswith("baseliner.yaml")
+    ]  # the config is where it lives
     assert leaked == [], leaked
