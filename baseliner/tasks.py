@@ -521,7 +521,7 @@ def cache_task(c: Context, directory: str = "", store: str = "", verify: bool = 
 
 
 def _audit(roots: list[str] | None, prefixes: list[str] | None, files: list[str] | None, caches: list[str] | None,
-           threshold: float, naming: str, stale_days: int, quota: int) -> Any:  # fmt: skip
+           threshold: float, naming: str, stale_days: int, quota: int, expected: Any = None) -> Any:  # fmt: skip
     from .audit.findings import DEFAULT_NAMING
     from .audit.inventory import inventory
     from .audit.report import AuditOptions, run_audit
@@ -536,7 +536,7 @@ def _audit(roots: list[str] | None, prefixes: list[str] | None, files: list[str]
         )
     options = AuditOptions(threshold, naming or DEFAULT_NAMING, stale_days, quota)
     with console.status(f"comparing {len(envs)} environments"):
-        return run_audit(envs, options, caches=[Path(c) for c in caches or []])
+        return run_audit(envs, options, caches=[Path(c) for c in caches or []], expected=expected)
 
 
 _AUDIT_HELP = {
@@ -560,10 +560,11 @@ def audit(c: Context, root: list[str] | None = None, prefix: list[str] | None = 
     """Find duplicate environments, count their disk honestly, list findings and proposals."""
     from rich.table import Table
 
-    from .audit.report import as_json
+    from .audit.report import as_json, expected_from_store
     from .audit.report import html as render_html
 
-    result = _audit(root, prefix, file, cache, threshold, naming, stale_days, quota)
+    result = _audit(root, prefix, file, cache, threshold, naming, stale_days, quota,
+                    expected_from_store(_store(project(c), "")))  # fmt: skip
     data = as_json(result)
     if html:
         Path(html).write_text(render_html(result, project(c).templates_dir))
@@ -609,8 +610,61 @@ def propose(c: Context, cluster: int, out: str = "proposal", root: list[str] | N
         console.print(f"  {conflict}")
 
 
+@task(
+    help={
+        "root": "directory holding environments (repeatable)",
+        "prefix": "one environment (repeatable)",
+        "cache": "a package cache to prune of packages no published lock needs (repeatable)",
+        "older_than": "stale after this long unused: 90d, 12w (default 90d)",
+        "store": "artifact store: environments and packages its baselines need are never removed",
+        "yes": "remove (default: dry run)",
+    },
+    iterable=["root", "prefix", "cache"],
+)
+@_user_errors
+def clean(c: Context, root: list[str] | None = None, prefix: list[str] | None = None, cache: list[str] | None = None,
+          older_than: str = "90d", store: str = "", yes: bool = False) -> None:  # fmt: skip
+    """Remove stale environments and unreferenced cache packages (a dry run unless --yes)."""
+    import re as _re
+
+    from .audit import clean as cleaning
+    from .audit.inventory import inventory
+    from .cache import wanted_packages
+
+    match = _re.fullmatch(r"(\d+)([dw])", older_than)
+    if not match:
+        raise BaselinerError(
+            f"--older-than {older_than!r} is not a duration", hint="use days or weeks: 90d, 12w"
+        )
+    days = int(match.group(1)) * (7 if match.group(2) == "w" else 1)
+    proj = project(c)
+    the_store = _store(proj, store)
+    published = {name: set(versions) for name, versions in the_store.index()["baselines"].items()}
+    wanted = wanted_packages(the_store, overlay_locks=proj.cache_overlay_locks) if cache else {}
+    envs = inventory([Path(r) for r in root or []], [Path(p) for p in prefix or []])
+    result = cleaning.plan(envs, days, published, [Path(x) for x in cache or []], wanted)
+    verb = "removed" if yes else "would remove"
+    for path, size in [*result.envs, *result.packages]:
+        console.print(f"{verb} {path} ({size / 1e6:.1f} MB)")
+    for kept in result.kept:
+        console.print(f"[green]kept[/green] {kept}")
+    if yes:
+        cleaning.execute(result)
+    console.print(f"{result.bytes / 1e6:.1f} MB {'freed' if yes else 'reclaimable — dry run; --yes removes'}")
+
+
+@task(name="export-env", positional=["prefix"], help={"prefix": "an environment", "out": "output directory"})
+@_user_errors
+def export_env_task(c: Context, prefix: str, out: str = "") -> None:
+    """Write environment.yml, the @EXPLICIT file and a pip lock of an existing environment."""
+    from .audit.export import export_env
+
+    for path in export_env(Path(prefix), Path(out or f"{Path(prefix).name}-export")):
+        console.print(f"[green]wrote[/green] {path}")
+
+
 namespace = Collection(
     validate, seed_channel, lock, render, base_image, build_baseline_task, build_all, unpack, publish,
-    lock_overlay_task, build_overlay_task, drift, cache_task, audit, propose,
+    lock_overlay_task, build_overlay_task, drift, cache_task, audit, propose, clean, export_env_task,
 )  # fmt: skip
 namespace.configure({"baseliner": {"root": None}})

@@ -83,6 +83,30 @@ def run_audit(
     return Audit(envs, options, usage, clusters, found, proposals)
 
 
+def expected_from_store(store: Any) -> Callable[[dict[str, object]], dict[str, str] | None]:
+    """For environments that declare a baseline: its packages {name: version}, from the store's
+    manifest (None when that version is not published there)."""
+    from ..lint import normalise
+    from ..store import StoreError
+
+    seen: dict[tuple[str, str], dict[str, str] | None] = {}
+
+    def expected(declared: dict[str, object]) -> dict[str, str] | None:
+        key = (str(declared.get("name")), str(declared.get("version")))
+        if key not in seen:
+            try:
+                manifest = store.manifest(*key)
+            except StoreError:
+                seen[key] = None
+            else:
+                packages = {p["name"]: p["version"] for p in manifest["packages"]["conda"]}
+                packages.update({normalise(p["name"]): p["version"] for p in manifest["packages"]["pip"]})
+                seen[key] = packages
+        return seen[key]
+
+    return expected
+
+
 def as_json(audit: Audit) -> dict[str, Any]:
     cluster_of = {i: n for n, members in enumerate(audit.cluster_members()) for i in members}
     usage = {u.root: u for u in audit.disk.roots}

@@ -194,7 +194,6 @@ import os  # noqa: E402
 assert LockPaths
 
 
-
 def test_allow_base_changes_gives_a_full_non_layered_lock(make_project: MakeProject, tmp_path: Path) -> None:
     from baseliner.lock import lock_files
 
@@ -204,12 +203,19 @@ def test_allow_base_changes_gives_a_full_non_layered_lock(make_project: MakeProj
     publish(store, result.manifest, lock_files(project.repo().resolve("libbase").path))
     path = tmp_path / "proj" / "overlay.yaml"
     path.parent.mkdir(parents=True)
-    path.write_text(yaml.safe_dump({"schema_version": 1, "name": "wants-new", "extends": "libbase@1.0", "conda": ["libfoo >=2"]}))
+    path.write_text(
+        yaml.safe_dump(
+            {"schema_version": 1, "name": "wants-new", "extends": "libbase@1.0", "conda": ["libfoo >=2"]}
+        )
+    )
     overlay = load_overlay(path)
     base = resolve_base(overlay, store, tmp_path / "bases")
     with pytest.raises(LockError, match="would change its base"):
         lock_overlay(overlay, base, project.mirrors(), project.build_dir)
     locked = lock_overlay(overlay, base, project.mirrors(), project.build_dir, allow_base_changes=True)
     assert not locked.layered
-    assert {(str(r.name.normalized), str(r.version)) for r in locked.records["linux-64"]} >= {("libfoo", "2.0"), ("python", "3.11.7")}
+    assert {(str(r.name.normalized), str(r.version)) for r in locked.records["linux-64"]} >= {
+        ("libfoo", "2.0"),
+        ("python", "3.11.7"),
+    }
     assert "# baseliner-layered: false" in overlay.lock_path.read_text()
