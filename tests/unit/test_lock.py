@@ -110,3 +110,14 @@ def test_missing_package_is_explained(make_project: MakeProject) -> None:
     with pytest.raises(LockError) as info:
         _lock(project, "ml")
     assert "no-such-package" in info.value.render()
+
+
+def test_a_lock_entry_without_a_hash_is_refused(make_project: MakeProject) -> None:
+    import re
+
+    project = make_project({"ml": spec("ml")})
+    baseline = _lock(project, "ml")
+    path = LockPaths(baseline.path).lock
+    path.write_text(re.sub(r"^  sha256: [0-9a-f]{64}\n", "", path.read_text(), flags=re.M))
+    with pytest.raises(LockError, match="has no sha256"):
+        read_lock(baseline, "linux-64")
