@@ -228,11 +228,11 @@ def test_a_truncated_index_or_a_missing_file_is_a_clear_error(
     root = Path(project.store_location)
     index = (root / "index.json").read_text()
     (root / "index.json").write_text(index[: len(index) // 2])
-    with pytest.raises(StoreError, match="index.json' is corrupt"):
+    with pytest.raises(StoreError, match=r"index\.json' is corrupt"):
         store.index()
     (root / "index.json").write_text(index)
     (root / "obase/1.0/obase.lock").unlink()
     overlay = load_overlay(_overlay(tmp_path))
-    with pytest.raises(StoreError, match="obase/1.0/obase.lock' is missing"):
+    with pytest.raises(StoreError, match=r"obase/1\.0/obase\.lock' is missing"):
         resolve_base(overlay, store, tmp_path / "bases")
     assert (root / "index.json").read_text() == index  # reading changed nothing
