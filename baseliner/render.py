@@ -53,6 +53,15 @@ def yaml_string(value: object) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+def human_bytes(value: float) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as du -h --si)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
 def environment(templates_dir: Path | None = None) -> jinja2.Environment:
     """The one jinja environment: the repo's templates first, the packaged ones second."""
     loaders: list[jinja2.BaseLoader] = []
@@ -67,7 +76,7 @@ def environment(templates_dir: Path | None = None) -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
-    env.filters.update(dq=docker_string, tok=docker_token, yq=yaml_string)
+    env.filters.update(dq=docker_string, tok=docker_token, yq=yaml_string, bytes=human_bytes)
     return env
 
 
