@@ -306,7 +306,7 @@ def export_tarball(cache: Path, output: Path) -> Path:
         for dirpath, dirnames, filenames in os.walk(cache):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
-                if name.startswith(".") or name.endswith(".lock"):
+                if name.startswith("."):  # temporary files and the cache-wide lock
                     continue
                 full = Path(dirpath, name)
                 tar.add(full, arcname=full.relative_to(cache).as_posix(), recursive=False, filter=normalise)

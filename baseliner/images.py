@@ -246,14 +246,6 @@ def inspect_labels(client: docker.DockerClient, ref: str) -> dict[str, str]:
     return dict(client.images.get(ref).labels or {})
 
 
-def image_config(client: docker.DockerClient, ref: str) -> dict[str, Any]:
-    return dict(client.api.inspect_image(ref)["Config"])
-
-
-def dumps(data: object) -> str:
-    return json.dumps(data, sort_keys=True)
-
-
 @dataclass(frozen=True)
 class SmokeReport:
     uid: int

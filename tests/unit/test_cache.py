@@ -97,3 +97,24 @@ def test_stats_counts_sharing(store_of_two, tmp_path: Path) -> None:  # type: ig
     assert result["packages"] == 4
     assert result["baselines_per_package"] == {1: 3, 2: 1}  # python is shared by both
     assert result["bytes_saved"] > 0 and result["bytes_with_separate_caches"] > result["bytes"]
+
+
+def test_cache_tarball_for_seeding_a_pvc(store_of_two, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import tarfile
+
+    from baseliner.cache import export_tarball
+
+    project, store, _ = store_of_two
+    cache = tmp_path / "pkgs"
+    fill(cache, wanted_packages(store), project.mirrors())
+    first = export_tarball(cache, tmp_path / "out" / "cache.tar.gz")
+    with tarfile.open(first) as tar:
+        names = set(tar.getnames())
+        assert all(m.mtime == tar.getmembers()[0].mtime for m in tar.getmembers())
+    assert "urls.txt" in names and any(n.endswith("info/repodata_record.json") for n in names)
+    expected = {
+        p.relative_to(cache).as_posix()
+        for p in cache.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    }
+    assert names == expected
