@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .atomic import Report, silent, write_json_atomic
 from .channels import credentials, resolve_channels
 from .condapkg import FIXED_MTIME
 from .config import Project
@@ -41,13 +42,8 @@ from .pack import pack_env, sha256_file
 from .render import PACKAGE_TEMPLATES, render_outputs, tarball_name, write_outputs
 from .spec import Baseline
 
-Report = Callable[[str], None]
 MANIFEST_VERSION = 1
 BUILD_KEY_LABEL = "io.baseliner.build-key"
-
-
-def _noop(_: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -230,13 +226,6 @@ def manifest_data(
     }
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
 @contextmanager
 def _step(result: BuildResult, name: str, report: Report) -> Iterator[list[str]]:
     detail: list[str] = []
@@ -250,7 +239,7 @@ def build_baseline(
     project: Project,
     name: str,
     options: BuildOptions = BuildOptions(),
-    report: Report = _noop,
+    report: Report = silent,
     connect: Callable[[], Any] | None = None,
 ) -> BuildResult:
     """Build one baseline end to end (see the module docstring), holding its build lock."""
@@ -332,7 +321,7 @@ def _build_locked(project: Project, name: str, baseline: Baseline, paths: BuildP
                               baseline.pack.threads, report)  # fmt: skip
             detail.append(f"{packed.size / 1e6:.1f} MB {baseline.pack.format}")
         image_info = None
-        _write_json_atomic(
+        write_json_atomic(
             paths.manifest, manifest_data(paths, key, packed.sha256, packed.size, paths.env, None)
         )
 
@@ -387,7 +376,7 @@ def _image_steps(project: Project, paths: BuildPaths, key: str, options: BuildOp
     manifest = _read_manifest(paths.manifest) or {}
     manifest["image"] = {"tags": list(tags), "id": built.id, "base": baseline.image.base,
                          "spec": baseline.image.model_dump(mode="json")}  # fmt: skip
-    _write_json_atomic(paths.manifest, manifest)
+    write_json_atomic(paths.manifest, manifest)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -22,11 +22,12 @@ import shutil
 import tempfile
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .atomic import Report, silent, write_atomic, write_json_atomic
 from .channels import DEFAULT_CHANNEL_ALIAS, resolve_channel, split_credentials
 from .errors import BaselinerError
 from .lock import read_lock_records
@@ -36,15 +37,9 @@ from .store import Store
 if TYPE_CHECKING:
     from rattler import RepoDataRecord
 
-Report = Callable[[str], None]
-
 
 class CacheError(BaselinerError):
     """The shared package cache could not be filled or is unsound."""
-
-
-def _noop(_: str) -> None:
-    pass
 
 
 def dist_name(fn: str) -> str:
@@ -108,7 +103,7 @@ class FillResult:
 
 
 def fill(
-    cache: Path, wanted: Mapping[str, Wanted], mirrors: Mapping[str, str], report: Report = _noop
+    cache: Path, wanted: Mapping[str, Wanted], mirrors: Mapping[str, str], report: Report = silent
 ) -> FillResult:
     """Add every wanted package that is missing: archive, extracted dir, repodata_record.json, urls.txt.
 
@@ -141,13 +136,9 @@ def fill(
             _extract_with_rattler(cache, group)
             for item in group:
                 record_path = cache / dist_name(item.fn) / "info" / "repodata_record.json"
-                tmp = record_path.with_name(".repodata_record.json.tmp")
-                tmp.write_text(json.dumps(json.loads(item.record_json), indent=2, sort_keys=True) + "\n")
-                tmp.replace(record_path)
+                write_json_atomic(record_path, json.loads(item.record_json))
                 result.added.append(item.fn)
-    tmp = cache / ".urls.txt.tmp"
-    tmp.write_text("".join(f"{u}\n" for u in urls))
-    tmp.replace(cache / "urls.txt")
+    write_atomic(cache / "urls.txt", "".join(f"{u}\n" for u in urls))
     return result
 
 

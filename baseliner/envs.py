@@ -20,11 +20,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .atomic import Report, silent
 from .channels import ChannelRef
 from .errors import EnvError
 from .lock import LockedEnv
@@ -32,14 +33,9 @@ from .lock import LockedEnv
 if TYPE_CHECKING:
     from rattler import RepoDataRecord
 
-Report = Callable[[str], None]
 # Written into every built prefix (and so into its tarball): which baseline and lock it holds.
 BASELINE_MARKER = "etc/baseliner/baseline.json"
 OVERLAY_MARKER = "etc/baseliner/overlay.json"
-
-
-def _noop(_: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -193,7 +189,7 @@ def install_env(
     cache: Path,
     pip_index_url: str | None = None,
     uv_cache: Path | None = None,
-    report: Report = _noop,
+    report: Report = silent,
     extra_pip_locks: Sequence[Path] = (),
     markers: dict[str, object] | None = None,
 ) -> InstallResult:

@@ -12,18 +12,18 @@ import subprocess
 import tarfile
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .atomic import Report, silent
 from .errors import DockerUnavailable, ImageError
 from .smoke import SmokePlan
 
 if TYPE_CHECKING:
     import docker
 
-Report = Callable[[str], None]
 BASE_IMAGE = "baseliner/debian-base:bookworm"
 # What a minimal Debian needs to run the relocatable python and unpack tarballs.
 BASE_PACKAGES = (
@@ -43,10 +43,6 @@ BASE_PACKAGES = (
 )
 LOG_TAIL = 20
 TEST_LABEL = "io.baseliner.test"
-
-
-def _noop(_: str) -> None:
-    pass
 
 
 def connect(timeout: int = 600) -> docker.DockerClient:
@@ -81,7 +77,7 @@ def build_base_image(
     tag: str = BASE_IMAGE,
     suite: str = "bookworm",
     mirror: str = "http://deb.debian.org/debian",
-    report: Report = _noop,
+    report: Report = silent,
 ) -> str:
     """Build a minimal Debian with debootstrap and `docker import` it; reused when present."""
     if image_exists(client, tag):
@@ -175,7 +171,7 @@ def build_image(
     tags: Sequence[str],
     base_image: str,
     labels: dict[str, str] | None = None,
-    report: Report = _noop,
+    report: Report = silent,
 ) -> BuiltImage:
     """Build `context` (streaming the log) and apply every tag."""
     from docker.errors import APIError
@@ -259,7 +255,7 @@ def smoke_test(
     ref: str,
     plan: SmokePlan,
     shared_cache: str,
-    report: Report = _noop,
+    report: Report = silent,
 ) -> SmokeReport:
     """Run the image as its (non-root) user with no network: import, run entry points, check the cache."""
     report(
@@ -306,7 +302,7 @@ def _shared_cache_is_read_only(client: docker.DockerClient, ref: str, path: str)
         volume.remove(force=True)
 
 
-def push(client: docker.DockerClient, ref: str, repository: str, tag: str, report: Report = _noop) -> str:
+def push(client: docker.DockerClient, ref: str, repository: str, tag: str, report: Report = silent) -> str:
     """Tag `ref` as repository:tag and push it; returns `repository@sha256:…` (the pushed digest).
 
     Credentials come from the Docker config or the engine, never from a spec; nothing of them is
@@ -332,7 +328,7 @@ def push(client: docker.DockerClient, ref: str, repository: str, tag: str, repor
     return f"{repository}@{digest}"
 
 
-def ensure_image(client: docker.DockerClient, ref: str, report: Report = _noop) -> str:
+def ensure_image(client: docker.DockerClient, ref: str, report: Report = silent) -> str:
     """Make `ref` available locally (pulling a digest reference if needed); returns its image id."""
     from docker.errors import APIError
 

@@ -20,11 +20,12 @@ import hashlib
 import os
 import re
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .atomic import Report, silent, write_atomic
 from .channels import ChannelRef, credentials, resolve_channels
 from .errors import LockError
 from .spec import Baseline
@@ -32,7 +33,6 @@ from .spec import Baseline
 if TYPE_CHECKING:
     from rattler import GenericVirtualPackage, LockFile, RepoDataRecord
 
-Report = Callable[[str], None]
 
 LOCK_ENV = "default"
 SPEC_HASH_RE = re.compile(r"^# baseliner-spec-hash: ([0-9a-f]{64})$", re.M)
@@ -49,10 +49,6 @@ UV_PLATFORM = {
     "osx-arm64": "aarch64-apple-darwin",
     "win-64": "x86_64-pc-windows-msvc",
 }
-
-
-def _noop(_: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -194,7 +190,7 @@ def resolve_pip(
     platform: str,
     python_version: str,
     index_url: str | None,
-    report: Report = _noop,
+    report: Report = silent,
 ) -> str:
     """Resolve the pip section once with uv; every distribution pinned with its hashes."""
     from uv import find_uv_bin
@@ -236,18 +232,12 @@ def _python_version(records: list[RepoDataRecord]) -> str | None:
     return None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def lock_baseline(
     baseline: Baseline,
     mirrors: dict[str, str],
     cache: Path,
     pip_index_url: str | None = None,
-    report: Report = _noop,
+    report: Report = silent,
 ) -> list[Path]:
     """Solve every platform and write the lock files; returns the files written."""
     with credentials(list(mirrors.values())):
@@ -288,7 +278,7 @@ def _lock_baseline(
             ).encode()
     outputs[paths.lock] = header(baseline).encode() + rattler_lock_bytes(lock, paths.lock)
     for path, data in outputs.items():
-        _write_atomic(path, data)
+        write_atomic(path, data)
     return sorted(outputs)
 
 

@@ -18,13 +18,14 @@ import json
 import re
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from .atomic import Report, silent, write_atomic
 from .channels import DEFAULT_CHANNEL_ALIAS, ChannelRef, credentials, resolve_channels
 from .errors import LockError, SpecError
 from .lint import normalise
@@ -54,15 +55,10 @@ from .store import Store
 if TYPE_CHECKING:
     from rattler import RepoDataRecord
 
-Report = Callable[[str], None]
 EXTENDS_RE = (
     r"^(?:[a-z0-9][a-z0-9._-]{0,62}@[A-Za-z0-9][A-Za-z0-9._-]{0,63}|[A-Za-z0-9_./-]+\.(?:lock|json))$"
 )
 HEADER_RE = re.compile(r"^# baseliner-(\w[\w-]*): (.*)$", re.M)
-
-
-def _noop(_: str) -> None:
-    pass
 
 
 class OverlaySpec(StrictModel):
@@ -221,7 +217,7 @@ def lock_overlay(
     cache: Path,
     pip_index_url: str | None = None,
     allow_base_changes: bool = False,
-    report: Report = _noop,
+    report: Report = silent,
 ) -> OverlayLock:
     with credentials(list(mirrors.values())):
         return _lock_overlay(overlay, base, mirrors, cache, pip_index_url, allow_base_changes, report)
@@ -300,9 +296,7 @@ def _lock_overlay(
     head = _header(overlay, base, layered)
     outputs[overlay.lock_path] = head.encode() + rattler_lock_bytes(lock, overlay.lock_path)
     for path, data in outputs.items():
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        write_atomic(path, data)
     return OverlayLock(layered, per_platform, sorted(outputs))
 
 

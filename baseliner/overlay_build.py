@@ -17,11 +17,11 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .atomic import Report, silent, write_json_atomic
 from .channels import credentials
 from .condapkg import FIXED_MTIME
 from .config import Project
@@ -34,12 +34,6 @@ from .pack import PackResult, conda_unpack, member_problems, open_tarball, pack_
 
 if TYPE_CHECKING:
     from rattler import RepoDataRecord
-
-Report = Callable[[str], None]
-
-
-def _noop(_: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -73,7 +67,7 @@ def build_overlay(
     overlay: Overlay,
     base: Base,
     platform: str = "linux-64",
-    report: Report = _noop,
+    report: Report = silent,
 ) -> OverlayBuild:
     reason = overlay_stale_reason(overlay, base)
     if reason is not None:
@@ -145,10 +139,7 @@ def build_overlay(
         "full": {"name": full.path.name, "sha256": full.sha256, "size": full.size},
         "packages": sorted(f"{_n(r)}={r.version}={r.build}" for r in delta_records),
     }
-    manifest_path = out_dir / "manifest.json"
-    tmp = manifest_path.with_name(".manifest.json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    tmp.replace(manifest_path)
+    manifest_path = write_json_atomic(out_dir / "manifest.json", manifest)
     return OverlayBuild(env, delta, full, manifest_path, layered, tuple(delta_files), delta_bytes)
 
 
@@ -166,7 +157,7 @@ def _delta_manifest(tarball: Path) -> dict[str, Any]:
     raise PackError(f"{tarball.name} is not an overlay delta (no {OVERLAY_MARKER})")
 
 
-def apply_delta(tarball: Path, base_prefix: Path, verify: bool = True, report: Report = _noop) -> Path:
+def apply_delta(tarball: Path, base_prefix: Path, verify: bool = True, report: Report = silent) -> Path:
     """Apply a delta tarball on top of an unpacked base; refuses a base with another lock hash."""
     if verify:
         verify_checksum(tarball)
@@ -224,7 +215,7 @@ def overlay_stale_hash(overlay: Overlay) -> str:
 
 
 def build_overlay_image(
-    client: Any, project: Project, overlay: Overlay, base: Base, built: OverlayBuild, report: Report = _noop
+    client: Any, project: Project, overlay: Overlay, base: Base, built: OverlayBuild, report: Report = silent
 ) -> tuple[str, str]:
     """`FROM <base image>@<digest>` (or its content-addressed id) plus one layer: the delta.
 

@@ -26,21 +26,17 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
+from .atomic import Report, silent, write_atomic
 from .condapkg import FIXED_MTIME
 from .errors import PackError, first_few
 from .yamlsource import control_characters
 
-Report = Callable[[str], None]
 Format = Literal["tar.gz", "tar.zst"]
-
-
-def _noop(_: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -61,10 +57,7 @@ def sha256_file(path: Path) -> str:
 def write_checksum(path: Path) -> str:
     """Write `path.sha256` in `sha256sum` format (atomically); returns the hex digest."""
     digest = sha256_file(path)
-    side = path.with_name(path.name + ".sha256")
-    tmp = side.with_name(f".{side.name}.tmp")
-    tmp.write_text(f"{digest}  {path.name}\n")
-    tmp.replace(side)
+    write_atomic(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n")
     return digest
 
 
@@ -74,7 +67,7 @@ def pack_env(
     fmt: Format = "tar.gz",
     compress_level: int = 4,
     threads: int = 1,
-    report: Report = _noop,
+    report: Report = silent,
     only: Collection[str] | None = None,
 ) -> PackResult:
     """Pack `prefix` into `output` (written under a temporary name, then renamed).
@@ -220,7 +213,7 @@ def verify_checksum(tarball: Path) -> str:
 
 
 def unpack(
-    tarball: Path, dest: Path, verify: bool = True, run_conda_unpack: bool = True, report: Report = _noop
+    tarball: Path, dest: Path, verify: bool = True, run_conda_unpack: bool = True, report: Report = silent
 ) -> Path:
     """Verify, check every member, extract to `dest` (which must not exist or be empty), conda-unpack."""
     if not tarball.is_file():
@@ -266,7 +259,7 @@ def unpack(
     return dest
 
 
-def conda_unpack(prefix: Path, report: Report = _noop) -> None:
+def conda_unpack(prefix: Path, report: Report = silent) -> None:
     """Run the `bin/conda-unpack` that conda-pack wrote, with the environment's own python."""
     script = prefix / "bin" / "conda-unpack"
     if not script.is_file():

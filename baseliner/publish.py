@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .atomic import Report, silent, write_json_atomic
 from .build import BuildPaths
 from .config import Project
 from .errors import ImageError
 from .lock import lock_files
 from .store import Store, publish
 
-Report = Callable[[str], None]
-
-
-def _noop(_: str) -> None:
-    pass
-
 
 def publish_baseline(project: Project, name: str, store: Store, registry: str | None = None,
-                     report: Report = _noop, platform: str = "linux-64") -> dict[str, Any]:  # fmt: skip
+                     report: Report = silent, platform: str = "linux-64") -> dict[str, Any]:  # fmt: skip
     """Push the image tags to `registry` (HOST[:PORT]/ORG) when given, then publish to `store`."""
     baseline = project.repo().resolve(name)
     paths = BuildPaths(project, baseline, platform)
@@ -42,9 +36,7 @@ def publish_baseline(project: Project, name: str, store: Store, registry: str | 
             digest = images.push(client, ref, repository, ref.rsplit(":", 1)[1], report)
         image["digest"] = digest
         image["pushed"] = [f"{repository}:{t.rsplit(':', 1)[1]}" for t in image["tags"]]
-        tmp = manifest_path.with_name(".manifest.json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        tmp.replace(manifest_path)
+        write_json_atomic(manifest_path, manifest)
     extra: list[Path] = []
     image = json.loads(manifest_path.read_text()).get("image")
     if image:

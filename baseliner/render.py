@@ -18,6 +18,7 @@ from typing import Any
 
 import jinja2
 
+from .atomic import write_atomic
 from .errors import RenderError
 from .lock import LockPaths, lock_hash, read_lock
 from .spec import Baseline
@@ -188,11 +189,7 @@ def write_outputs(outputs: Mapping[str, bytes], directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, data in sorted(outputs.items()):
-        path = directory / name
-        tmp = directory / f".{name}.tmp"
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        written.append(path)
+        written.append(write_atomic(directory / name, data))
     for old in directory.iterdir():
         if old.is_file() and old.name not in outputs:
             old.unlink()

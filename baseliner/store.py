@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic, write_json_atomic
 from .errors import BaselinerError
 from .pack import sha256_file
 
@@ -118,11 +119,7 @@ class Store:
         if expected and hashlib.sha256(data).hexdigest() != expected:
             raise StoreError(f"store file {name}/{version}/{filename} does not match its manifest checksum",
                              hint="the store entry is corrupt; publish again")  # fmt: skip
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(data)
-        tmp.replace(dest)
-        return dest
+        return write_atomic(dest, data)
 
 
 @contextlib.contextmanager
@@ -196,9 +193,7 @@ def publish(store: Store, manifest_path: Path, lock_files: list[Path]) -> dict[s
                 "image": manifest.get("image"),
             }
             index["baselines"].setdefault(name, {})[version] = entry
-            tmp = root / f".index.json.tmp-{os.getpid()}"
-            tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-            tmp.replace(root / "index.json")
+            write_json_atomic(root / "index.json", index)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from ..atomic import write_atomic
 from ..envs import conda_records
 from ..errors import EnvError
 from .inventory import scan_prefix
@@ -47,9 +48,5 @@ def export_env(prefix: Path, out_dir: Path) -> list[Path]:
     }
     written = []
     for name, text in files.items():
-        path = out_dir / name
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        written.append(path)
+        written.append(write_atomic(out_dir / name, text))
     return written

@@ -1,0 +1,38 @@
+"""Writing small files atomically, and the progress callback type shared by the library.
+
+`write_atomic` writes to a temporary name in the same directory (unique per process, so two
+writers never share one) and renames it over the target: a reader sees the old file or the new
+one, never a half-written one, and a killed writer leaves only a hidden temporary file that the
+next build removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# Library code reports progress through this callback; only the task layer prints.
+Report = Callable[[str], None]
+
+
+def silent(_: str) -> None:
+    """The default Report: say nothing."""
+
+
+def write_atomic(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """Sorted keys, two-space indent, final newline: the same data gives the same bytes."""
+    return write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
