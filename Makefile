@@ -7,14 +7,15 @@ INVOKE := $(VENV)/bin/invoke
 setup:
 	bash .ci/setup
 
-# The main job, offline: seed the local channel from this machine's python, validate, lock and
+# The main job, offline from conda channels: build the org channel (channels/org.yaml: its locked
+# PyPI wheels converted into conda packages, plus this machine's python), validate, lock and
 # render the demo baseline, build it (environment, tarball, image, smoke test), publish it to the
 # local store, and build the example project's overlay on it (delta env, tarballs, overlay image).
 # Without a Docker Engine (not root, or no docker.io), the image step says so and the rest is built.
 demo:
 	BASELINER_WITH_DOCKER=1 bash .ci/setup
 	-bash .ci/docker-up && $(INVOKE) base-image
-	$(INVOKE) seed-channel
+	$(INVOKE) channel
 	$(INVOKE) validate
 	$(INVOKE) lock --name demo
 	$(INVOKE) render --name demo

@@ -57,10 +57,13 @@ class PackageSpec:
     build_number: int = 0
     subdir: str = "linux-64"
     depends: tuple[str, ...] = ()
+    constrains: tuple[str, ...] = ()
     files: Mapping[str, Content] = field(default_factory=dict)
     noarch: Literal["python", "generic"] | None = None
     entry_points: tuple[str, ...] = ()
     license: str = "BSD-3-Clause"
+    # Further files for info/ (licenses, about.json), written as they are.
+    extra_info: Mapping[str, bytes] = field(default_factory=dict)
 
     @property
     def dist_name(self) -> str:
@@ -86,6 +89,8 @@ def _info_files(spec: PackageSpec) -> dict[str, bytes]:
         "subdir": "noarch" if spec.noarch else spec.subdir,
         "timestamp": FIXED_TIMESTAMP_MS,
     }
+    if spec.constrains:
+        index["constrains"] = list(spec.constrains)
     if spec.noarch:
         index["noarch"] = spec.noarch
     else:
@@ -112,6 +117,7 @@ def _info_files(spec: PackageSpec) -> dict[str, bytes]:
         "info/paths.json": json.dumps({"paths": paths, "paths_version": 1}, indent=2).encode(),
         "info/files": "".join(f"{p}\n" for p in sorted(spec.files)).encode(),
         "info/about.json": json.dumps({"summary": f"{spec.name} (built by baseliner)"}).encode(),
+        **spec.extra_info,
     }
     if has_prefix:
         out["info/has_prefix"] = "".join(has_prefix).encode()

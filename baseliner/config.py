@@ -7,7 +7,7 @@ Relative paths are relative to the directory holding the config. Every key is op
     schema_version: 1
     channel_mirrors:
       conda-forge: https://conda.internal.example/conda-forge
-      baseliner-local: build/channel          # a directory (or file:// URL)
+      https://conda.example.org/org: build/channel   # a directory (or file:// URL)
     pip_index_url: https://pypi.org/simple
     package_cache: build/pkgs
     dist: dist
@@ -16,6 +16,7 @@ Relative paths are relative to the directory holding the config. Every key is op
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -104,6 +105,18 @@ class Project:
 
     def repo(self) -> BaselineRepo:
         return BaselineRepo(self.baselines_dir)
+
+    def channel_dir(self, url: str) -> Path:
+        """The directory a channel (by canonical URL or name) is mirrored to, for building it."""
+        from .errors import ConfigError
+
+        target = self.mirrors().get(url.rstrip("/"))
+        if target is None or not target.startswith("file://"):
+            raise ConfigError(
+                f"channel {url!r} has no mirror directory in {CONFIG_NAME}",
+                hint=f"add `channel_mirrors: {{{url}: build/channel}}` to {CONFIG_NAME}",
+            )
+        return Path(urllib.parse.unquote(target.removeprefix("file://")))
 
     def mirrors(self) -> dict[str, str]:
         """Channel name -> URL, with directories turned into absolute file:// URLs."""

@@ -122,6 +122,32 @@ def install_pip(pip_lock: Path, staging: Path, index_url: str | None, uv_cache: 
     return sum(1 for line in pip_lock.read_text().splitlines() if "==" in line and not line.startswith("#"))
 
 
+def canonical_records(prefix: Path, refs: Sequence[ChannelRef]) -> int:
+    """Make the conda-meta records name the canonical URL of each package (the lock's), not the
+    mirror it was fetched from, and no path of the build machine: conda's `create --clone` and
+    `list --explicit` read `url` and `channel`, and find the packages in the shared cache by them."""
+    changed = 0
+    for path in sorted((prefix / "conda-meta").glob("*.json")):
+        record = json.loads(path.read_text())
+        before = dict(record)
+        url = str(record.get("url", ""))
+        for ref in refs:
+            canonical = ref.to_canonical(url)
+            if canonical != url:
+                record["url"] = canonical
+                record["channel"] = ref.canonical + "/"
+                break
+        # Where the build machine's package cache was: meaningless anywhere else.
+        record["extracted_package_dir"] = ""
+        record.pop("package_tarball_full_path", None)
+        if isinstance(record.get("link"), dict):
+            record["link"] = {**record["link"], "source": ""}
+        if record != before:
+            _replace_file(path, (json.dumps(record, indent=1) + "\n").encode())
+            changed += 1
+    return changed
+
+
 # A launcher that finds the environment's python next to itself: valid as sh and as python, so it
 # works at any prefix (no shebang length limit, nothing for conda-unpack to rewrite).
 RELOCATABLE_LAUNCHER = (
@@ -154,16 +180,18 @@ def _retarget_scripts(staging: Path) -> None:
     if not changed:
         return
     for record in staging.glob("lib/python*/site-packages/*.dist-info/RECORD"):
-        out = []
+        out, touched = [], False
         for line in record.read_text().splitlines():
             path = line.partition(",")[0]
             target = Path(os.path.normpath(record.parent.parent / path))
             if target.parent == staging / "bin" and target.name in changed:
                 data = changed[target.name]
                 digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-                line = f"{path},sha256={digest},{len(data)}"
+                line, touched = f"{path},sha256={digest},{len(data)}", True
             out.append(line)
-        _replace_file(record, ("\n".join(out) + "\n").encode())
+        # Only the installer's own RECORDs: conda's files must stay as conda-meta lists them.
+        if touched:
+            _replace_file(record, ("\n".join(out) + "\n").encode())
 
 
 def _replace_file(path: Path, data: bytes) -> None:
@@ -203,6 +231,7 @@ def install_env(
     try:
         report(f"installing {len(records)} conda packages ({hits} already in {cache})")
         install_conda(records, staging, final, cache)
+        canonical_records(staging, refs)
         pip_count = 0
         for pip_lock in [*([locked.pip_lock] if locked.pip_lock else []), *extra_pip_locks]:
             report(f"installing pip lock {pip_lock.name} with uv (--no-deps --require-hashes)")

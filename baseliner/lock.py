@@ -19,7 +19,6 @@ import asyncio
 import hashlib
 import os
 import re
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING
 from .atomic import Report, silent, write_atomic
 from .channels import ChannelRef, credentials, resolve_channels
 from .errors import LockError
+from .pypi import ResolveFailed, compile_requirements
 from .spec import Baseline
 
 if TYPE_CHECKING:
@@ -40,14 +40,6 @@ DEFAULT_VIRTUAL = {
     "linux": ["__unix=0=0", "__linux=5.10=0", "__glibc=2.28=0"],
     "osx": ["__unix=0=0", "__osx=11.0=0"],
     "win": ["__win=0=0"],
-}
-# Which interpreter tags uv resolves pip wheels for, per conda platform.
-UV_PLATFORM = {
-    "linux-64": "x86_64-manylinux_2_28",
-    "linux-aarch64": "aarch64-manylinux_2_28",
-    "osx-64": "x86_64-apple-darwin",
-    "osx-arm64": "aarch64-apple-darwin",
-    "win-64": "x86_64-pc-windows-msvc",
 }
 
 
@@ -185,43 +177,58 @@ def explicit_text(baseline: Baseline, platform: str, records: list[RepoDataRecor
     return "\n".join(lines) + "\n"
 
 
+def conda_provided(records: Sequence[RepoDataRecord]) -> dict[str, tuple[str, str]]:
+    """The Python distributions the conda packages install: PyPI name -> (version, conda name)."""
+    from .orgchannel import pypi_names
+
+    return pypi_names(records)
+
+
 def resolve_pip(
     baseline: Baseline,
     platform: str,
     python_version: str,
     index_url: str | None,
     report: Report = silent,
+    provided: dict[str, tuple[str, str]] | None = None,
 ) -> str:
-    """Resolve the pip section once with uv; every distribution pinned with its hashes."""
-    from uv import find_uv_bin
+    """Resolve the pip section once with uv; every distribution pinned with its hashes.
 
-    cmd = [
-        find_uv_bin(),
-        "pip",
-        "compile",
-        "-",
-        "--generate-hashes",
-        "--no-header",
-        "--quiet",
-        "--python-version",
-        python_version,
-        "--python-platform",
-        UV_PLATFORM[platform],
-        "--no-annotate",
-        "--no-config",
-    ]
-    if index_url:
-        cmd += ["--index-url", index_url]
+    `provided` are the Python distributions conda already installs: the resolution uses exactly
+    their versions and leaves them out of the pip lock, so pip never installs one a second time;
+    a requirement that needs another version of one fails here, naming both."""
     report(f"resolving pip section for {platform} with uv")
-    proc = subprocess.run(cmd, input="\n".join(baseline.pip_specs) + "\n", text=True, capture_output=True)
-    if proc.returncode != 0:
+    provided = provided or {}
+    try:
+        text = compile_requirements(
+            baseline.pip_specs,
+            python_version,
+            platform,
+            index_url,
+            constraints={name: version for name, (version, _) in provided.items()},
+        )
+    except ResolveFailed as exc:
+        said = "\n".join(exc.lines).lower()
+        clashes = [
+            f"{name}=={version} is installed by conda (package {conda!r})"
+            for name, (version, conda) in sorted(provided.items())
+            if re.search(rf"\b{re.escape(name)}\b", said)
+        ]
+        if clashes:
+            raise LockError(
+                f"the pip section of {baseline.name!r} needs another version of a package conda provides",
+                details=[*(f"pip: {r}   (asked by {r.origin})" for r in baseline.pip), *clashes, *exc.lines],
+                detail_limit=20,
+                hint="relax the pip requirement, or change the conda pin in `conda:`; pip never "
+                "replaces a conda package",
+            ) from None
         raise LockError(
             f"could not resolve the pip section of {baseline.name!r} for {platform}",
-            details=[*proc.stderr.strip().splitlines()[-15:]],
+            details=exc.lines,
             detail_limit=15,
             hint="check the pip requirements and the index (`pip_index_url` in baseliner.yaml)",
-        )
-    return header(baseline) + proc.stdout
+        ) from None
+    return header(baseline) + text
 
 
 def _python_version(records: list[RepoDataRecord]) -> str | None:
@@ -274,7 +281,7 @@ def _lock_baseline(
                     hint="add `python` to `conda:`",
                 )
             outputs[paths.pip(platform)] = resolve_pip(
-                baseline, platform, pyver, pip_index_url, report
+                baseline, platform, pyver, pip_index_url, report, conda_provided(records)
             ).encode()
     outputs[paths.lock] = header(baseline).encode() + rattler_lock_bytes(lock, paths.lock)
     for path, data in outputs.items():

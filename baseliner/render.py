@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import jinja2
 from .atomic import write_atomic
 from .errors import RenderError
 from .lock import LockPaths, lock_hash, read_lock
+from .pypi import parse_pip_lock
 from .spec import Baseline
 from .yamlsource import control_characters
 
@@ -105,11 +106,28 @@ def _packages(baseline: Baseline, platform: str) -> tuple[list[Package], list[tu
     )
     pip: list[tuple[str, str]] = []
     if locked.pip_lock is not None:
-        for line in locked.pip_lock.read_text(encoding="utf-8").splitlines():
-            match = re.match(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)", line)
-            if match:
-                pip.append((match.group(1), match.group(2)))
+        pip = [(p.name, p.version) for p in parse_pip_lock(locked.pip_lock.read_text(encoding="utf-8"))]
     return conda, pip
+
+
+@dataclass(frozen=True)
+class CondaChannel:
+    """A spec's channel as conda names it: a name, and for a URL channel the base URL that
+    `custom_channels` maps the name to (conda reads `https://host/path/NAME` as `NAME` there)."""
+
+    name: str
+    base_url: str | None
+
+
+def conda_channels(channels: Sequence[str]) -> list[CondaChannel]:
+    out = []
+    for channel in channels:
+        if channel.startswith(("http://", "https://")):
+            base, _, name = channel.rstrip("/").rpartition("/")
+            out.append(CondaChannel(name, base))
+        else:
+            out.append(CondaChannel(channel, None))
+    return out
 
 
 def image_prefix_user_cache(baseline: Baseline) -> str:
@@ -150,7 +168,10 @@ def context(baseline: Baseline, tarball_name: str) -> dict[str, Any]:
         "platforms": sorted(baseline.platforms),
         "conda_packages": conda,
         "pip_packages": pip,
-        "channels": list(baseline.channels),
+        "channels": [c.name for c in conda_channels(baseline.channels)],
+        "custom_channels": {c.name: c.base_url for c in conda_channels(baseline.channels) if c.base_url},
+        # conda installs a pip section with the env's own pip: it must be a conda dependency.
+        "needs_pip": bool(pip) and not any(p.name == "pip" for p in conda),
         "image": image,
         "labels": dict(sorted(labels.items())),
         "env": env,

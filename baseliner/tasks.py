@@ -92,33 +92,84 @@ def validate(c: Context, name: str = "", json: bool = False) -> None:
 @task(
     name="seed-channel",
     help={
-        "directory": "channel directory (default: the mirror of 'baseliner-local' in baseliner.yaml, else build/channel)",
+        "directory": "channel directory (default: build/local-channel)",
         "package": "extra .conda/.tar.bz2 file to add (repeatable)",
     },
     iterable=["package"],
 )
 @_user_errors
 def seed_channel(c: Context, directory: str | None = None, package: list[str] | None = None) -> None:
-    """Write the local channel: a relocatable python from this interpreter (+ packages), indexed."""
-    from .channels import LOCAL_CHANNEL
+    """Write a python-only local channel: a relocatable python from this interpreter (+ packages)."""
     from .channels import seed_channel as seed
 
     proj = project(c)
-    target = Path(directory) if directory else _local_channel_dir(proj)
+    target = Path(directory) if directory else proj.build_dir / "local-channel"
     with console.status(f"seeding {target} (packing the running python)"):
         written = seed(target, [Path(p) for p in package or []])
     for path in written:
         console.print(f"[green]wrote[/green] {path}")
-    console.print(f"channel {LOCAL_CHANNEL!r} ready at {target}")
+    console.print(f"local channel ready at {target}")
 
 
-def _local_channel_dir(proj: Project) -> Path:
-    from .channels import LOCAL_CHANNEL
+@task(
+    help={
+        "name": "org channel spec in channels/ (default: org)",
+        "lock": "re-resolve the requirements with uv and rewrite channels/NAME.lock",
+        "check": "only check that the lock is fresh (exit 1 when not)",
+        "directory": "where to build the channel (default: the mirror of its URL in baseliner.yaml)",
+        "jobs": "parallel conversions (default: one per core)",
+        "json": "print what was built as JSON",
+    }
+)
+@_user_errors
+def channel(
+    c: Context,
+    name: str = "org",
+    lock: bool = False,
+    check: bool = False,
+    directory: str | None = None,
+    jobs: int = 0,
+    json: bool = False,
+) -> None:
+    """Build the org channel: locked PyPI wheels converted into conda packages (whl2conda),
+    the relocatable python of this interpreter and python_abi, indexed with py-rattler."""
+    from .errors import ChannelError
+    from .orgchannel import build_org_channel, load_org_channel, lock_org_channel
 
-    url = proj.mirrors().get(LOCAL_CHANNEL)
-    if url and url.startswith("file://"):
-        return Path(url.removeprefix("file://"))
-    return proj.build_dir / "channel"
+    proj = project(c)
+    org = load_org_channel(proj.root / "channels" / f"{name}.yaml")
+    if check:
+        reason = org.stale_reason()
+        if reason:
+            raise ChannelError(
+                f"the lock of org channel {name!r} is out of date: {reason}",
+                hint="run `invoke channel --lock` and commit channels/",
+            )
+        console.print(f"[green]ok[/green] channels/{name}.lock is fresh")
+        return
+    if lock or org.stale_reason() == "no lock":
+        written = lock_org_channel(org, proj.config.pip_index_url, _report)
+        console.print(f"[green]wrote[/green] {written.relative_to(proj.root)}")
+    target = Path(directory) if directory else proj.channel_dir(org.spec.url)
+    result = build_org_channel(
+        org, target, proj.build_dir / "org-channel", proj.config.pip_index_url, jobs or None, _report
+    )
+    if json:
+        _emit_json(
+            {
+                "channel": str(result.channel_dir),
+                "packages": result.packages,
+                "converted": result.converted,
+                "noop": result.noop,
+            }
+        )
+    elif result.noop:
+        console.print(f"[green]fresh[/green] {org.spec.url} at {target} ({result.packages} packages)")
+    else:
+        console.print(
+            f"[green]built[/green] {org.spec.url} at {target}: {result.packages} packages "
+            f"({result.converted} converted now)"
+        )
 
 
 @task(
@@ -664,7 +715,7 @@ def export_env_task(c: Context, prefix: str, out: str = "") -> None:
 
 
 namespace = Collection(
-    validate, seed_channel, lock, render, base_image, build_baseline_task, build_all, unpack, publish,
+    validate, seed_channel, channel, lock, render, base_image, build_baseline_task, build_all, unpack, publish,
     lock_overlay_task, build_overlay_task, drift, cache_task, audit, propose, clean, export_env_task,
 )  # fmt: skip
 namespace.configure({"baseliner": {"root": None}})

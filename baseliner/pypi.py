@@ -1,0 +1,237 @@
+"""The boundary to uv and pip: resolving requirements to hashed pins, and downloading wheels.
+
+Everything that runs uv or pip lives here, with the translation of their failures into our
+errors. Two formats are read and written:
+
+* a *pip lock* — `name==version` lines, each with every `--hash=sha256:…` of its distributions
+  (what `uv pip compile --generate-hashes` writes); :func:`parse_pip_lock` is its one parser;
+* the wheels of such a lock, downloaded with pip (`--require-hashes`: a wheel whose bytes are not
+  pinned is refused, wherever it came from).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ChannelError, LockError
+
+# Which interpreter tags uv resolves pip wheels for, per conda platform.
+UV_PLATFORM = {
+    "linux-64": "x86_64-manylinux_2_28",
+    "linux-aarch64": "aarch64-manylinux_2_28",
+    "osx-64": "x86_64-apple-darwin",
+    "osx-arm64": "aarch64-apple-darwin",
+    "win-64": "x86_64-pc-windows-msvc",
+}
+
+
+def _manylinux(arch: str, glibc_minor: int = 28) -> list[str]:
+    """Every manylinux tag a glibc 2.`glibc_minor` machine runs (pip does not expand them)."""
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    tags = []
+    for minor in range(glibc_minor, 4, -1):
+        tags.append(f"manylinux_2_{minor}_{arch}")
+        if minor in legacy:
+            tags.append(f"{legacy[minor]}_{arch}")
+    return tags
+
+
+# The wheel platform tags pip may download for a conda platform (glibc 2.28, as UV_PLATFORM).
+PIP_PLATFORM = {"linux-64": _manylinux("x86_64"), "linux-aarch64": _manylinux("aarch64")}
+DEFAULT_INDEX = "https://pypi.org/simple"
+
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
+_HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
+
+
+def pep503(name: str) -> str:
+    """The normalised form of a Python distribution name (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One distribution of a pip lock: its normalised name, version and allowed sha256s."""
+
+    name: str
+    version: str
+    hashes: tuple[str, ...]
+
+
+def parse_pip_lock(text: str) -> list[Pin]:
+    """The pins of a pip lock (comments and blank lines skipped; continuation lines joined)."""
+    pins: list[Pin] = []
+    joined = re.sub(r"\\\n", " ", text)
+    for line in joined.splitlines():
+        line = line.strip()
+        match = _PIN.match(line)
+        if match:
+            pins.append(Pin(pep503(match.group(1)), match.group(2), tuple(_HASH.findall(line))))
+    return pins
+
+
+class ResolveFailed(Exception):
+    """uv could not resolve; `lines` are the last lines of what it said."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def compile_requirements(
+    requirements: Sequence[str],
+    python_version: str,
+    platform: str,
+    index_url: str | None,
+    constraints: Mapping[str, str] | None = None,
+    only_binary: bool = False,
+) -> str:
+    """Resolve `requirements` with uv to hashed pins (no header, no annotations).
+
+    `constraints` (name -> version) are distributions that are already installed by conda: the
+    resolution must use exactly those versions, and they are left out of the output."""
+    from uv import find_uv_bin
+
+    cmd = [
+        find_uv_bin(),
+        "pip",
+        "compile",
+        "-",
+        "--generate-hashes",
+        "--no-header",
+        "--quiet",
+        "--python-version",
+        python_version,
+        "--python-platform",
+        UV_PLATFORM[platform],
+        "--no-annotate",
+        "--no-config",
+    ]
+    if only_binary:
+        cmd += ["--only-binary", ":all:"]
+    if index_url:
+        cmd += ["--index-url", index_url]
+    with tempfile.TemporaryDirectory(prefix="baseliner-uv-") as tmp:
+        if constraints:
+            path = Path(tmp) / "conda-provided.txt"
+            path.write_text("".join(f"{n}=={v}\n" for n, v in sorted(constraints.items())))
+            cmd += ["--constraint", str(path)]
+            for name in sorted(constraints):
+                cmd += ["--no-emit-package", name]
+        proc = subprocess.run(cmd, input="\n".join(requirements) + "\n", text=True, capture_output=True)
+    if proc.returncode != 0:
+        raise ResolveFailed(proc.stderr.strip().splitlines()[-15:])
+    return proc.stdout
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pip_env() -> dict[str, str]:
+    """pip's environment without this machine's pip configuration (find-links, extra indexes,
+    constraints): the lock says which bytes to fetch, the index says from where."""
+    keep = {"PIP_CERT", "PIP_DEFAULT_TIMEOUT"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") or k in keep}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+def download_wheels(
+    pins: Sequence[Pin],
+    dest: Path,
+    python_version: str,
+    platform: str,
+    index_url: str | None,
+) -> dict[str, Path]:
+    """The wheel of every pin in `dest` (downloaded with pip where missing), by pin name.
+
+    A wheel already in `dest` whose sha256 is pinned is used as it is; nothing is fetched when
+    every pin has one."""
+    dest.mkdir(parents=True, exist_ok=True)
+    found = _wheels_by_pin(pins, dest)
+    missing = [p for p in pins if p.name not in found]
+    if missing:
+        if platform not in PIP_PLATFORM:
+            raise ChannelError(f"wheels for {platform} cannot be downloaded here (linux platforms only)")
+        with tempfile.TemporaryDirectory(prefix="baseliner-pip-") as tmp:
+            reqs = Path(tmp) / "requirements.txt"
+            reqs.write_text(
+                "".join(
+                    f"{p.name}=={p.version} " + " ".join(f"--hash=sha256:{h}" for h in p.hashes) + "\n"
+                    for p in missing
+                )
+            )
+            abi = "cp" + python_version.replace(".", "")
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "--require-hashes",
+                "--python-version",
+                python_version,
+                "--implementation",
+                "cp",
+                "--abi",
+                abi,
+                "--abi",
+                "abi3",
+                "--abi",
+                "none",
+                "--index-url",
+                index_url or DEFAULT_INDEX,
+                "--dest",
+                str(dest),
+                "--progress-bar",
+                "off",
+                "-q",
+                "-r",
+                str(reqs),
+            ]
+            for tag in PIP_PLATFORM[platform]:
+                cmd += ["--platform", tag]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=_pip_env())
+        if proc.returncode != 0:
+            raise ChannelError(
+                f"downloading {len(missing)} wheels failed",
+                details=proc.stderr.strip().splitlines()[-12:],
+                detail_limit=12,
+                hint="check the index (`pip_index_url` in baseliner.yaml); a hash mismatch means the "
+                "index serves other bytes than the lock pins: re-lock with `invoke channel --lock`",
+            )
+        found = _wheels_by_pin(pins, dest)
+    absent = [f"{p.name}=={p.version}" for p in pins if p.name not in found]
+    if absent:
+        raise ChannelError("the index has no wheel for some pinned distributions", details=absent)
+    return found
+
+
+def _wheels_by_pin(pins: Sequence[Pin], dest: Path) -> dict[str, Path]:
+    by_hash = {h: p for p in pins for h in p.hashes}
+    found: dict[str, Path] = {}
+    for wheel in sorted(dest.glob("*.whl")):
+        pin = by_hash.get(file_sha256(wheel))
+        if pin is not None:
+            found[pin.name] = wheel
+    return found
+
+
+def resolve_error(what: str, failure: ResolveFailed, hint: str) -> LockError:
+    return LockError(what, details=failure.lines, detail_limit=15, hint=hint)
