@@ -124,27 +124,22 @@ def install_pip(pip_lock: Path, staging: Path, index_url: str | None, uv_cache: 
 
 def canonical_records(prefix: Path, refs: Sequence[ChannelRef]) -> int:
     """Make the conda-meta records name the canonical URL of each package (the lock's), not the
-    mirror it was fetched from, and no path of the build machine: conda's `create --clone` and
-    `list --explicit` read `url` and `channel`, and find the packages in the shared cache by them."""
+    mirror it was fetched from: conda's `create --clone` and `list --explicit` read `url` and
+    `channel`, and find the packages in the shared cache by them. (`extracted_package_dir` and
+    `link.source` name this machine's package cache, true where the env was built; conda-pack
+    blanks them in the tarball, and reads them first to handle prefixes from the package.)"""
     changed = 0
     for path in sorted((prefix / "conda-meta").glob("*.json")):
         record = json.loads(path.read_text())
-        before = dict(record)
         url = str(record.get("url", ""))
         for ref in refs:
             canonical = ref.to_canonical(url)
             if canonical != url:
                 record["url"] = canonical
                 record["channel"] = ref.canonical + "/"
+                _replace_file(path, (json.dumps(record, indent=1) + "\n").encode())
+                changed += 1
                 break
-        # Where the build machine's package cache was: meaningless anywhere else.
-        record["extracted_package_dir"] = ""
-        record.pop("package_tarball_full_path", None)
-        if isinstance(record.get("link"), dict):
-            record["link"] = {**record["link"], "source": ""}
-        if record != before:
-            _replace_file(path, (json.dumps(record, indent=1) + "\n").encode())
-            changed += 1
     return changed
 
 

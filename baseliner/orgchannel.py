@@ -522,7 +522,7 @@ def pypi_names(records: Sequence[Any]) -> dict[str, tuple[str, str]]:
     for record in records:
         name = str(record.name.normalized)
         depends = [str(d).split(" ")[0] for d in record.depends]
-        is_python = str(record.noarch) == "python" or "python" in depends or "python_abi" in depends
+        is_python = bool(record.noarch.python) or "python" in depends or "python_abi" in depends
         if name in {"python", "python_abi"} or not is_python:
             continue
         out[pep503(reverse.get(name, name))] = (str(record.version), name)

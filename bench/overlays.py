@@ -77,7 +77,7 @@ def main() -> None:
         full_repo = work / "full"
         (full_repo / "baselines").mkdir(parents=True)
         (full_repo / "baseliner.yaml").write_text(
-            f"schema_version: 1\nchannel_mirrors:\n  baseliner-local: {ROOT / 'build' / 'channel'}\n"
+            f"schema_version: 1\nchannel_mirrors:\n  https://conda.example.org/org: {ROOT / 'build' / 'channel'}\n"
             f"package_cache: {ROOT / 'build' / 'pkgs'}\n"
         )
         for i, extra in enumerate(EXTRAS):

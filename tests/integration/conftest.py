@@ -75,3 +75,35 @@ def registry(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> It
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def demo_build(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Any:
+    """The repo's `demo` baseline, built once for every test that needs it: the org channel from
+    channels/org.yaml (wheels and conversions cached in the repo's build/org-channel, shared with
+    `make demo`), then env, tarball, image and smoke test, all in a copy of the repo in tmp."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from baseliner.build import BuildOptions, build_baseline
+    from baseliner.config import Project
+    from baseliner.orgchannel import build_org_channel, load_org_channel
+
+    repo = Path(__file__).resolve().parents[2]
+    root = tmp_path_factory.mktemp("demo-repo")
+    for name in ("baselines", "channels", "templates"):
+        shutil.copytree(repo / name, root / name)
+    org = load_org_channel(root / "channels" / "org.yaml")
+    channel = root / "channel"
+    build_org_channel(org, channel, repo / "build" / "org-channel")
+    config = {
+        "schema_version": 1,
+        "channel_mirrors": {org.spec.url: str(channel)},
+        "package_cache": "build/pkgs",
+    }
+    (root / "baseliner.yaml").write_text(yaml.safe_dump(config))
+    project = Project.load(root)
+    result = build_baseline(project, "demo", BuildOptions(), connect=lambda: docker_client)
+    return project, result, channel

@@ -83,4 +83,8 @@ def build_fixture_wheels(root: Path) -> Path:
         {"tinyapp/__init__.py": "import tinyutil\nANSWER = tinyutil.VALUE\n"},
         requires=("tinyutil>=1",),
     )
+    # Needs a tinyutil that no conda package of the tests provides.
+    build_wheel(
+        wheels, "needs-newer-util", "1.0", {"needs_newer_util/__init__.py": ""}, requires=("tinyutil>=2",)
+    )
     return build_index(root)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pytest
+from uv import find_uv_bin
 
 from baseliner.errors import LintError
 from baseliner.lint import lint_env, raise_on_errors
@@ -38,11 +40,11 @@ def test_pip_clobbering_a_conda_file_is_refused_naming_both(make_project: MakePr
     assert "hello_noarch/__init__.py" in text
 
 
-def test_pip_shadowing_a_conda_package(make_project: MakeProject) -> None:
-    prefix = install_baseline(
-        make_project({"ml": spec("ml", conda=["python 3.*", "hello-noarch"], pip=["hello-noarch==9.0"])}),
-        "ml",
-    )
+def test_pip_shadowing_a_conda_package(make_project: MakeProject, pypi_index: str) -> None:
+    # A lock refuses this (tests/unit/test_lock.py); lint finds it where pip ran by hand.
+    prefix = install_baseline(make_project({"ml": spec("ml", conda=["python 3.*", "hello-noarch"])}), "ml")
+    uv_cmd = [find_uv_bin(), "pip", "install", "--python", str(prefix / "bin" / "python"), "--no-deps"]
+    subprocess.run([*uv_cmd, "--no-config", "--index-url", pypi_index, "hello-noarch==9.0"], check=True)
     (finding,) = lint_env(prefix)
     assert finding.check == "pip-shadow"
     assert "pip package hello-noarch 9.0 shadows conda package hello-noarch 0.3" in finding.message

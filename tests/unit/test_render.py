@@ -70,6 +70,9 @@ def test_environment_yml_follows_conda_format(make_project: MakeProject) -> None
     assert env["channels"] == ["fixture", "nodefaults"]
     conda = [d for d in env["dependencies"] if isinstance(d, str)]
     pip = next(d for d in env["dependencies"] if isinstance(d, dict))["pip"]
+    # conda installs a pip section with the env's pip: the channel has none, so it is asked for
+    assert conda[-1] == "pip"
+    conda = conda[:-1]
     assert all(len(d.split("=")) == 3 for d in conda)  # name=version=build, as `conda env export`
     assert {d.split("=")[0] for d in conda} == {"python", "hello-noarch"}
     assert pip == ["tinyapp==0.5.0", "tinyutil==1.2.0"]
@@ -143,3 +146,12 @@ def test_strict_undefined_turns_a_typo_into_an_error(make_project: MakeProject) 
     (project.templates_dir / "condarc.j2").write_text("channels: {{ chanels }}\n")
     with pytest.raises(RenderError, match="undefined"):
         _rendered(project, "golden")
+
+
+def test_url_channels_become_names_with_custom_channels() -> None:
+    from baseliner.render import CondaChannel, conda_channels
+
+    assert conda_channels(["https://conda.example.org/org", "conda-forge"]) == [
+        CondaChannel("org", "https://conda.example.org"),
+        CondaChannel("conda-forge", None),
+    ]
