@@ -6,7 +6,7 @@ Prints, with ratios:
   * unpack (verify + safe extract + conda-unpack) vs plain `tar -x`;
   * a no-op rebuild of `build-baseline demo`.
 
-Run `make demo` first (it seeds the channel and locks the demo), then:
+Run `make demo` first (it builds the org channel and locks the demo), then:
     .venv/bin/python bench/build_demo.py [--no-image]
 """
 
