@@ -34,7 +34,6 @@ from .condapkg import FileEntry, PackageSpec, Symlink, tree_files, write_package
 from .errors import ChannelError
 
 DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org"
-LOCAL_CHANNEL = "baseliner-local"
 
 # Parts of the standard library an environment never needs at run time.
 _STDLIB_SKIP = {

@@ -29,6 +29,7 @@ from .atomic import Report, silent
 from .channels import ChannelRef
 from .errors import EnvError
 from .lock import LockedEnv
+from .pypi import parse_pip_lock
 
 if TYPE_CHECKING:
     from rattler import RepoDataRecord
@@ -119,7 +120,7 @@ def install_pip(pip_lock: Path, staging: Path, index_url: str | None, uv_cache: 
             hint="a hash may not match (the index changed?) or the index is unreachable; re-lock or fix the index",
         )
     _retarget_scripts(staging)
-    return sum(1 for line in pip_lock.read_text().splitlines() if "==" in line and not line.startswith("#"))
+    return len(parse_pip_lock(pip_lock.read_text()))
 
 
 def canonical_records(prefix: Path, refs: Sequence[ChannelRef]) -> int:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from .envs import conda_records
 from .errors import LintError, first_few
 from .pack import sha256_file
+from .pypi import normalise
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,6 @@ class Finding:
     check: str
     message: str
     fix: str
-
-
-def normalise(name: str) -> str:
-    """PEP 503 name normalisation, which also matches conda names of python packages."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass(frozen=True)

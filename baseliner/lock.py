@@ -208,11 +208,10 @@ def resolve_pip(
             constraints={name: version for name, (version, _) in provided.items()},
         )
     except ResolveFailed as exc:
-        said = "\n".join(exc.lines).lower()
         clashes = [
             f"{name}=={version} is installed by conda (package {conda!r})"
             for name, (version, conda) in sorted(provided.items())
-            if re.search(rf"\b{re.escape(name)}\b", said)
+            if exc.mentions(name)
         ]
         if clashes:
             raise LockError(

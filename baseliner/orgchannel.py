@@ -46,13 +46,13 @@ from .atomic import Report, silent, write_atomic, write_json_atomic
 from .channels import current_subdir, index_channel, python_package_spec
 from .condapkg import FileEntry, PackageSpec, Symlink, tree_files, write_package
 from .errors import ChannelError, Location
-from .pypi import Pin, ResolveFailed, compile_requirements, download_wheels, parse_pip_lock, pep503
+from .lock import SPEC_HASH_RE
+from .pypi import Pin, ResolveFailed, compile_requirements, download_wheels, normalise, parse_pip_lock
 from .spec import NAME_RE, PipRequirementStr, StrictModel, read_source, validate_model
 
 # Bump when the conversion changes what it writes: every package is converted anew.
 BUILDER_VERSION = 2
 STATE_FILE = ".baseliner-channel.json"
-SPEC_HASH_RE = re.compile(r"^# baseliner-spec-hash: ([0-9a-f]{64})$", re.M)
 # conda-build's prefix placeholder (255 bytes is what it pads to; this is its short form).
 PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"
 PYTHON_ABI_BUILD = "5_cp{nodot}"
@@ -209,7 +209,7 @@ def _converter_class() -> Any:
         target_env: dict[str, str]
 
         def _get_pypi_metadata(self, package: str, version_spec: str) -> dict[str, Any]:
-            meta = self.locked.get(pep503(package))
+            meta = self.locked.get(normalise(package))
             if meta is None:
                 raise KeyError(f"{package} is not in the channel lock")
             return {
@@ -240,7 +240,7 @@ def std_renames() -> dict[str, str]:
 def conda_name(pypi_name: str) -> str:
     """The name a PyPI distribution has in the org channel: conda-forge's (whl2conda's table),
     else its PEP 503 name."""
-    key = pep503(pypi_name)
+    key = normalise(pypi_name)
     return std_renames().get(key, key)
 
 
@@ -324,7 +324,7 @@ def convert_wheel(
 
     logging.getLogger("whl2conda").setLevel(logging.ERROR)
     converter_class = _converter_class()
-    pypi_name = pep503(wheel.name.split("-")[0])
+    pypi_name = normalise(wheel.name.split("-")[0])
     with tempfile.TemporaryDirectory(prefix="baseliner-w2c-") as tmp:
         converter = converter_class(wheel, Path(tmp))
         converter.std_renames = std_renames()
@@ -413,7 +413,7 @@ def build_org_channel(
     wheels = download_wheels(pins, work_dir / "wheels", spec.python, spec.platform, index_url)
     converted_dir = work_dir / f"converted-v{BUILDER_VERSION}"
     done = _read_conversions(converted_dir)
-    shas = {p.name: _sha_of(wheels[p.name], p) for p in pins}
+    shas = {p.name: wheels[p.name].sha256 for p in pins}
     todo = [
         p
         for p in pins
@@ -421,12 +421,12 @@ def build_org_channel(
     ]
     if todo:
         report(f"converting {len(todo)} wheels with whl2conda ({len(pins) - len(todo)} already converted)")
-        locked = {p.name: wheel_meta(wheels[p.name]) for p in pins}
+        locked = {p.name: wheel_meta(wheels[p.name].path) for p in pins}
         with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
             futures = [
                 pool.submit(
                     convert_wheel,
-                    wheels[p.name],
+                    wheels[p.name].path,
                     shas[p.name],
                     converted_dir,
                     spec.platform,
@@ -466,17 +466,6 @@ def build_org_channel(
     index_channel(channel_dir)
     write_json_atomic(state_path, {"key": want, "files": sorted(files)})
     return ChannelBuild(channel_dir, len(files), len(todo), True, False)
-
-
-def _sha_of(wheel: Path, pin: Pin) -> str:
-    from .pypi import file_sha256
-
-    sha = file_sha256(wheel)
-    if sha not in pin.hashes:  # download_wheels matched by hash; a changed file is a bug or tampering
-        raise ChannelError(
-            f"wheel {wheel.name} does not match the lock's hashes", hint="delete it and rebuild"
-        )
-    return sha
 
 
 def _remove_unlisted(channel_dir: Path, platform: str, keep: set[str]) -> None:
@@ -525,5 +514,5 @@ def pypi_names(records: Sequence[Any]) -> dict[str, tuple[str, str]]:
         is_python = bool(record.noarch.python) or "python" in depends or "python_abi" in depends
         if name in {"python", "python_abi"} or not is_python:
             continue
-        out[pep503(reverse.get(name, name))] = (str(record.version), name)
+        out[normalise(reverse.get(name, name))] = (str(record.version), name)
     return out

@@ -26,7 +26,6 @@ from pydantic import Field
 from .atomic import Report, silent, write_atomic
 from .channels import DEFAULT_CHANNEL_ALIAS, ChannelRef, credentials, resolve_channels
 from .errors import LockError, SpecError
-from .lint import normalise
 from .lock import (
     LOCK_ENV,
     canonicalise,
@@ -37,7 +36,7 @@ from .lock import (
     solve_records,
     virtual_packages,
 )
-from .pypi import ResolveFailed, compile_requirements
+from .pypi import ResolveFailed, compile_requirements, normalise, parse_pip_lock
 from .spec import (
     NAME_RE,
     ChannelStr,
@@ -114,16 +113,7 @@ class Base:
 
     def pip_pins(self, platform: str) -> dict[str, str]:
         path = self.pip_locks.get(platform)
-        return _pins(path.read_text()) if path else {}
-
-
-def _pins(text: str) -> dict[str, str]:
-    pins = {}
-    for line in text.splitlines():
-        match = re.match(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)", line)
-        if match:
-            pins[normalise(match.group(1))] = match.group(2)
-    return pins
+        return {p.name: p.version for p in parse_pip_lock(path.read_text())} if path else {}
 
 
 def resolve_base(overlay: Overlay, store: Store | None, work: Path) -> Base:
@@ -340,11 +330,10 @@ def _resolve_pip_delta(
     try:
         text = compile_requirements(overlay.spec.pip, pyver, platform, index_url, constraints=constraints)
     except ResolveFailed as exc:
-        said = "\n".join(exc.lines).lower()
         clashes = [
             f"{n}=={v} is installed by the base or by conda"
             for n, v in sorted(constraints.items())
-            if re.search(rf"\b{re.escape(n)}\b", said)
+            if exc.mentions(n)
         ]
         raise LockError(
             f"could not resolve the pip delta of overlay {overlay.spec.name!r} on {base.ref}",

@@ -27,10 +27,11 @@ from .condapkg import FIXED_MTIME
 from .config import Project
 from .envs import BASELINE_MARKER, OVERLAY_MARKER, conda_records, install_env, normalise_mtimes
 from .errors import PackError
-from .lint import lint_env, normalise, pip_distributions, raise_on_errors
+from .lint import lint_env, pip_distributions, raise_on_errors
 from .lock import LockedEnv, read_lock_records
 from .overlay import Base, Overlay, _refs_for, overlay_stale_reason, read_header
 from .pack import PackResult, conda_unpack, member_problems, open_tarball, pack_env, verify_checksum
+from .pypi import normalise
 
 if TYPE_CHECKING:
     from rattler import RepoDataRecord

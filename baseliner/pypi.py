@@ -11,7 +11,6 @@ errors. Two formats are read and written:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -21,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ChannelError, LockError
+from .errors import ChannelError
+from .pack import sha256_file
 
 # Which interpreter tags uv resolves pip wheels for, per conda platform.
 UV_PLATFORM = {
@@ -52,8 +52,8 @@ _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 _HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
 
 
-def pep503(name: str) -> str:
-    """The normalised form of a Python distribution name (PEP 503)."""
+def normalise(name: str) -> str:
+    """PEP 503 name normalisation, which also matches conda names of python packages."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
@@ -66,6 +66,14 @@ class Pin:
     hashes: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Wheel:
+    """A downloaded wheel and its sha256 (one of its pin's hashes)."""
+
+    path: Path
+    sha256: str
+
+
 def parse_pip_lock(text: str) -> list[Pin]:
     """The pins of a pip lock (comments and blank lines skipped; continuation lines joined)."""
     pins: list[Pin] = []
@@ -74,7 +82,7 @@ def parse_pip_lock(text: str) -> list[Pin]:
         line = line.strip()
         match = _PIN.match(line)
         if match:
-            pins.append(Pin(pep503(match.group(1)), match.group(2), tuple(_HASH.findall(line))))
+            pins.append(Pin(normalise(match.group(1)), match.group(2), tuple(_HASH.findall(line))))
     return pins
 
 
@@ -84,6 +92,10 @@ class ResolveFailed(Exception):
     def __init__(self, lines: list[str]) -> None:
         super().__init__("\n".join(lines))
         self.lines = lines
+
+    def mentions(self, name: str) -> bool:
+        """Whether uv's message names the distribution `name` (a possible cause)."""
+        return re.search(rf"\b{re.escape(name)}\b", "\n".join(self.lines).lower()) is not None
 
 
 def compile_requirements(
@@ -132,14 +144,6 @@ def compile_requirements(
     return proc.stdout
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _pip_env() -> dict[str, str]:
     """pip's environment without this machine's pip configuration (find-links, extra indexes,
     constraints): the lock says which bytes to fetch, the index says from where."""
@@ -156,7 +160,7 @@ def download_wheels(
     python_version: str,
     platform: str,
     index_url: str | None,
-) -> dict[str, Path]:
+) -> dict[str, Wheel]:
     """The wheel of every pin in `dest` (downloaded with pip where missing), by pin name.
 
     A wheel already in `dest` whose sha256 is pinned is used as it is; nothing is fetched when
@@ -223,15 +227,12 @@ def download_wheels(
     return found
 
 
-def _wheels_by_pin(pins: Sequence[Pin], dest: Path) -> dict[str, Path]:
+def _wheels_by_pin(pins: Sequence[Pin], dest: Path) -> dict[str, Wheel]:
     by_hash = {h: p for p in pins for h in p.hashes}
-    found: dict[str, Path] = {}
+    found: dict[str, Wheel] = {}
     for wheel in sorted(dest.glob("*.whl")):
-        pin = by_hash.get(file_sha256(wheel))
+        sha = sha256_file(wheel)
+        pin = by_hash.get(sha)
         if pin is not None:
-            found[pin.name] = wheel
+            found[pin.name] = Wheel(wheel, sha)
     return found
-
-
-def resolve_error(what: str, failure: ResolveFailed, hint: str) -> LockError:
-    return LockError(what, details=failure.lines, detail_limit=15, hint=hint)

@@ -141,6 +141,7 @@ def context(baseline: Baseline, tarball_name: str) -> dict[str, Any]:
     lhash = lock_hash(baseline.path)
     image = baseline.image
     user_cache = image_prefix_user_cache(baseline)
+    channels = conda_channels(baseline.channels)
     labels = {
         "org.opencontainers.image.title": baseline.name,
         "org.opencontainers.image.version": baseline.version,
@@ -168,8 +169,8 @@ def context(baseline: Baseline, tarball_name: str) -> dict[str, Any]:
         "platforms": sorted(baseline.platforms),
         "conda_packages": conda,
         "pip_packages": pip,
-        "channels": [c.name for c in conda_channels(baseline.channels)],
-        "custom_channels": {c.name: c.base_url for c in conda_channels(baseline.channels) if c.base_url},
+        "channels": [c.name for c in channels],
+        "custom_channels": {c.name: c.base_url for c in channels if c.base_url},
         # conda installs a pip section with the env's own pip: it must be a conda dependency.
         "needs_pip": bool(pip) and not any(p.name == "pip" for p in conda),
         "image": image,

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .envs import conda_records
-from .lint import normalise, pip_distributions
+from .lint import pip_distributions
+from .pypi import normalise
 from .spec import Baseline
 
 # Distribution name -> importable module, where they differ and files don't say it plainly.

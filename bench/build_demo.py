@@ -7,12 +7,13 @@ Prints, with ratios:
   * a no-op rebuild of `build-baseline demo`.
 
 Run `make demo` first (it builds the org channel and locks the demo), then:
-    .venv/bin/python bench/build_demo.py [--no-image]
+    .venv/bin/python bench/build_demo.py [--no-image] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,7 @@ def sh(cmd: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--no-image", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the measured figures as JSON")
     args = parser.parse_args()
     project = Project.load(ROOT)
     baseline = project.repo().resolve("demo")
@@ -54,6 +56,7 @@ def main() -> None:
     locked = read_lock(baseline, "linux-64")
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=project.build_dir))
     rows: list[tuple[str, str, str]] = []
+    figures: dict[str, float] = {}
     try:
         # warm the package cache and uv's cache once, as a CI runner with a persistent cache would be
         install_env(locked, refs, work / "warmup", project.package_cache, project.config.pip_index_url)
@@ -113,8 +116,41 @@ def main() -> None:
         )  # type: ignore[attr-defined]
         rows.append(("build-baseline demo, nothing changed", f"{t_noop:.2f} s",
                      f"no-op={not second.rebuilt}; {t_noop / max(t_first, 1e-9):.4f}x the full build"))  # type: ignore[attr-defined]  # fmt: skip
+        figures.update(
+            install_s=t_install,
+            cp_al_s=t_cp,
+            pack_tar_gz_s=t_gz,
+            tar_gz_bytes=gz.size,
+            pack_tar_zst_s=t_zst,
+            tar_zst_bytes=zst.size,
+            conda_pack_s=t_cpk,
+            conda_pack_bytes=cpk_size,
+            tar_zstd_s=t_tz,
+            tar_zstd_bytes=tz_size,
+            unpack_s=t_unpack,
+            tar_x_s=t_tar,
+            full_build_s=t_first,
+            noop_build_s=t_noop,
+        )  # type: ignore[attr-defined]
+        figures.update(
+            install_vs_cp_al=t_install / t_cp,
+            tar_gz_time_vs_conda_pack=t_gz / t_cpk,
+            tar_zst_time_vs_conda_pack=t_zst / t_cpk,
+            tar_zst_size_vs_conda_pack=zst.size / cpk_size,
+            unpack_vs_tar_x=t_unpack / t_tar,
+            noop_vs_full_build=t_noop / max(t_first, 1e-9),
+        )  # type: ignore[attr-defined]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(
+            json.dumps(
+                {"benchmark": "build_demo", "python": sys.version.split()[0], "figures": figures},
+                indent=2,
+                sort_keys=True,
+            )
+        )
+        return
     width = max(len(r[0]) for r in rows)
     print(f"baseliner build benchmark — demo baseline, python {sys.version.split()[0]}")
     for name, value, ratio in rows:

@@ -26,7 +26,8 @@ from typing import Any, Literal
 
 import yaml
 
-from ..lint import normalise, pip_distributions
+from ..lint import pip_distributions
+from ..pypi import normalise
 
 Source = Literal["conda", "pip"]
 Kind = Literal["prefix", "export", "explicit", "conda-lock"]

@@ -86,7 +86,7 @@ def run_audit(
 def expected_from_store(store: Any) -> Callable[[dict[str, object]], dict[str, str] | None]:
     """For environments that declare a baseline: its packages {name: version}, from the store's
     manifest (None when that version is not published there)."""
-    from ..lint import normalise
+    from ..pypi import normalise
     from ..store import StoreError
 
     seen: dict[tuple[str, str], dict[str, str] | None] = {}

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from baseliner.config import Project
 from baseliner.errors import ChannelError, LockError
 from baseliner.orgchannel import build_org_channel, load_org_channel, lock_org_channel
 
@@ -90,7 +91,7 @@ def test_a_stale_channel_lock_is_refused(tiny_channel: Path, tmp_path: Path) -> 
     assert "out of date" in info.value.render() and "invoke channel --lock" in info.value.render()
 
 
-def _project(make_project: MakeProject, tiny_channel: Path, pip: list[str]) -> object:
+def _project(make_project: MakeProject, tiny_channel: Path, pip: list[str]) -> Project:
     project = make_project(
         {"app": {"schema_version": 1, "name": "app", "version": "1.0", "channels": [URL],
                  "conda": [f"python {PYTHON}.*", "tinyutil"], "pip": pip}}
@@ -98,15 +99,15 @@ def _project(make_project: MakeProject, tiny_channel: Path, pip: list[str]) -> o
     config = yaml.safe_load((project.root / "baseliner.yaml").read_text())
     config["channel_mirrors"] = {URL: str(tiny_channel / "channel")}
     (project.root / "baseliner.yaml").write_text(yaml.safe_dump(config))
-    return type(project).load(project.root)
+    return Project.load(project.root)
 
 
 def test_pip_uses_the_conda_package_a_requirement_depends_on(
     make_project: MakeProject, tiny_channel: Path
 ) -> None:
     project = _project(make_project, tiny_channel, ["tinyapp"])
-    prefix = install_baseline(project, "app")  # type: ignore[arg-type]
-    pip_lock = (project.root / "baselines" / "app.pip-linux-64.txt").read_text()  # type: ignore[attr-defined]
+    prefix = install_baseline(project, "app")
+    pip_lock = (project.root / "baselines" / "app.pip-linux-64.txt").read_text()
     assert "tinyapp==0.5.0" in pip_lock and "tinyutil" not in pip_lock
     records = [json.loads(p.read_text()) for p in (prefix / "conda-meta").glob("*.json")]
     assert any(r["name"] == "tinyutil" for r in records)
@@ -129,7 +130,7 @@ def test_a_pip_requirement_needing_another_version_of_a_conda_package_fails_nami
 ) -> None:
     project = _project(make_project, tiny_channel, ["needs-newer-util"])
     with pytest.raises(LockError) as info:
-        install_baseline(project, "app")  # type: ignore[arg-type]
+        install_baseline(project, "app")
     text = info.value.render()
     assert "needs another version of a package conda provides" in text
     assert "needs-newer-util" in text and "tinyutil==1.2.0 is installed by conda" in text
