@@ -211,7 +211,7 @@ class Baseline:
 
 # --- loading ---------------------------------------------------------------------------------
 
-_HINT = "fix the file, then run `invoke validate {name}`"
+_HINT = "fix the file, then run `invoke validate -n {name}`"
 
 
 def _describe(error: Mapping[str, Any]) -> str:
@@ -367,7 +367,7 @@ class BaselineRepo:
                     f"baseline {child!r} is invalid",
                     where=source.where(("extends",)),
                     details=[f"extends: unknown baseline {current!r} (known: {shown or 'none'})"],
-                    hint=f"fix the file, then run `invoke validate {child}`",
+                    hint=f"fix the file, then run `invoke validate -n {child}`",
                 )
         return list(reversed(seen))
 

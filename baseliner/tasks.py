@@ -232,7 +232,7 @@ def render(c: Context, name: str = "", check: bool = False) -> None:
     for each in _names(proj, name):
         baseline = repo.resolve(each)
         if not name and not LockPaths(baseline.path).lock.is_file():
-            console.print(f"[yellow]skip[/yellow] {each}: not locked (`invoke lock {each}`)")
+            console.print(f"[yellow]skip[/yellow] {each}: not locked (`invoke lock -n {each}`)")
             continue
         outputs = render_outputs(baseline, proj.templates_dir)
         directory = proj.images_dir / each

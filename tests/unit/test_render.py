@@ -55,7 +55,7 @@ def test_rendering_twice_gives_same_bytes_and_no_timestamp(make_project: MakePro
     for name, data in first.items():
         text = data.decode()
         assert text.splitlines()[0].endswith(
-            ("`invoke render golden`", "`invoke render golden` -->", "`invoke lock golden`")
+            ("`invoke render -n golden`", "`invoke render -n golden` -->", "`invoke lock -n golden`")
         )
         assert not re.search(r"20\d\d-\d\d-\d\dT", text), name
 
