@@ -39,7 +39,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import Location, SpecError
-from .yamlsource import YamlSource, control_characters, parse_yaml
+from .yamlsource import DuplicateKeyError, YamlSource, control_characters, parse_yaml
 
 SCHEMA_VERSION = 1
 
@@ -258,6 +258,14 @@ def read_source(path: Path) -> YamlSource:
         raise SpecError(f"spec file {str(path)!r} is not UTF-8 text ({exc.reason})") from None
     try:
         source = parse_yaml(text, path)
+    except DuplicateKeyError as exc:
+        key = ".".join(map(str, exc.path))
+        raise SpecError(
+            f"{path.name} gives the key {key!r} twice (lines {exc.lines[0]} and {exc.lines[1]})",
+            where=Location(path, exc.lines[1]),
+            details=["YAML would keep only the second value and silently drop the first"],
+            hint="merge the two into one key",
+        ) from None
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         raise SpecError(

@@ -1,7 +1,10 @@
 """Loading YAML with line numbers for every key, so errors can say where they come from.
 
-`load_yaml` parses with pyyaml's safe loader and returns the data plus a map from key paths
+`parse_yaml` parses with pyyaml's safe loader and returns the data plus a map from key paths
 (tuples of keys and list indices, as pydantic reports them in `loc`) to 1-based line numbers.
+
+A mapping that gives the same key twice is refused (`DuplicateKeyError`, with both lines): pyyaml
+would silently keep the last value, so a second `conda:` list would make the first one vanish.
 """
 
 from __future__ import annotations
@@ -44,12 +47,26 @@ class YamlSource:
         return Location(self.path, self.line_of(loc))
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """The same key twice in one mapping: `path` is the key path, `lines` its first and second line."""
+
+    def __init__(self, path: tuple[Any, ...], lines: tuple[int, int]) -> None:
+        super().__init__(f"duplicate key {'.'.join(map(str, path))!r} (lines {lines[0]} and {lines[1]})")
+        self.path = path
+        self.lines = lines
+
+
 def _index(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
         for key, value in node.value:
             child = (*path, key.value)
-            lines[child] = key.start_mark.line + 1
+            line = key.start_mark.line + 1
+            if key.value in seen:
+                raise DuplicateKeyError(child, (seen[key.value], line))
+            seen[key.value] = line
+            lines[child] = line
             _index(value, child, lines)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
@@ -57,7 +74,8 @@ def _index(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], 
 
 
 def parse_yaml(text: str, path: Path) -> YamlSource:
-    """Parse `text` (read from `path`) safely; raise `yaml.YAMLError` on malformed input."""
+    """Parse `text` (read from `path`) safely; raise `yaml.YAMLError` on malformed input and
+    `DuplicateKeyError` on a key given twice in one mapping (at any depth)."""
     node = yaml.compose(text, Loader=yaml.SafeLoader)
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:

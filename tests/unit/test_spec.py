@@ -107,3 +107,38 @@ def test_shipped_baselines_validate() -> None:
     nlp = repo.resolve("base-nlp")
     assert nlp.chain == ("base-ai", "base-nlp")
     assert "python 3.10.*" in nlp.conda_specs
+
+
+@pytest.mark.parametrize(
+    ("filename", "text", "key", "lines"),
+    [
+        (
+            "overlay.yaml",
+            "schema_version: 1\nname: proj\nextends: demo@1\nconda:\n  - regex\npip: [ftfy]\nconda:\n  - tqdm\n",
+            "conda",
+            (4, 7),
+        ),
+        (
+            "baseliner.yaml",
+            "schema_version: 1\nchannel_mirrors:\n  https://a.example/x: build/x\n"
+            "  https://a.example/x: build/y\n",
+            "channel_mirrors.https://a.example/x",
+            (3, 4),
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused_in_overlays_and_the_org_config(
+    tmp_path: Path, filename: str, text: str, key: str, lines: tuple[int, int]
+) -> None:
+    from baseliner.config import Project
+    from baseliner.overlay import load_overlay
+
+    (tmp_path / filename).write_text(text)
+    with pytest.raises(SpecError) as info:
+        if filename == "overlay.yaml":
+            load_overlay(tmp_path / filename)
+        else:
+            Project.load(tmp_path)
+    message = info.value.render()
+    assert f"{filename} gives the key {key!r} twice (lines {lines[0]} and {lines[1]})" in message
+    assert f"{filename}, line {lines[1]}" in message
