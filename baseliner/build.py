@@ -312,7 +312,7 @@ def _build_locked(project: Project, name: str, baseline: Baseline, paths: BuildP
                           f"cache hits {installed.cache_hits}/{installed.conda_packages}")  # fmt: skip
         with _step(result, "lint", report) as detail:
             findings = lint_env(paths.env, [baseline.image.prefix])
-            raise_on_errors(name, findings)
+            raise_on_errors(name, findings, f"invoke build-baseline {name}")
             result.warnings = [f for f in findings if f.severity == "warning"]
             detail.append(f"{len(result.warnings)} warning(s)")
         with _step(result, "pack", report) as detail:

@@ -328,6 +328,30 @@ def push(client: docker.DockerClient, ref: str, repository: str, tag: str, repor
     return f"{repository}@{digest}"
 
 
+def refuse_moved_tag(
+    client: docker.DockerClient, ref: str, repository: str, tag: str, lock_hash: str
+) -> None:
+    """Raise when `repository:tag` is already in the registry and points to another image than
+    `ref` (a pushed tag never moves). A tag that is absent, or that this image was pushed as, passes."""
+    from docker.errors import APIError, NotFound
+
+    try:
+        remote = client.api.inspect_distribution(f"{repository}:{tag}")["Descriptor"]["digest"]
+    except NotFound:
+        return
+    except APIError as exc:
+        if exc.status_code in (401, 403, 404) or "manifest unknown" in str(exc):
+            return  # not there, or not visible: the push itself reports a real access problem
+        raise ImageError(f"could not look up {repository}:{tag}: {exc.explanation or exc}") from exc
+    if f"{repository}@{remote}" in (client.images.get(ref).attrs.get("RepoDigests") or []):
+        return
+    raise ImageError(
+        f"registry tag {repository}:{tag} already points to another image",
+        details=[f"in the registry: {repository}@{remote}", f"this build: {ref} (lock hash {lock_hash})"],
+        hint="published tags never move: bump `version` in the spec and build again",
+    )
+
+
 def ensure_image(client: docker.DockerClient, ref: str, report: Report = silent) -> str:
     """Make `ref` available locally (pulling a digest reference if needed); returns its image id."""
     from docker.errors import APIError

@@ -214,12 +214,13 @@ def lint_env(prefix: Path, relocation_targets: Iterable[str] = ()) -> list[Findi
     return sorted(findings, key=lambda f: (f.severity != "error", f.check, f.message))
 
 
-def raise_on_errors(name: str, findings: list[Finding]) -> None:
+def raise_on_errors(name: str, findings: list[Finding], rebuild: str) -> None:
+    """Raise a LintError listing the error findings; `rebuild` is the command that builds again."""
     errors = [f for f in findings if f.severity == "error"]
     if errors:
         raise LintError(
             f"environment of {name!r} has {len(errors)} problem(s) that must be fixed before packing",
             details=[f"[{f.check}] {f.message} — fix: {f.fix}" for f in errors],
             detail_limit=8,
-            hint="fix the spec, then `invoke build-baseline` again",
+            hint=f"fix the spec, then run `{rebuild}` again",
         )

@@ -35,11 +35,25 @@ if TYPE_CHECKING:
 
 
 LOCK_ENV = "default"
+# Seconds one request to a channel may take (BASELINER_CHANNEL_TIMEOUT overrides): a large
+# repodata file over a slow link fits; a host that accepts and never answers does not hang a lock.
+CHANNEL_TIMEOUT = 300
 SPEC_HASH_RE = re.compile(r"^# baseliner-spec-hash: ([0-9a-f]{64})$", re.M)
 DEFAULT_VIRTUAL = {
     "linux": ["__unix=0=0", "__linux=5.10=0", "__glibc=2.28=0"],
     "osx": ["__unix=0=0", "__osx=11.0=0"],
     "win": ["__win=0=0"],
+}
+# `__archspec=1=<microarch>` as conda reports it; the default is each architecture's generic level,
+# which every machine of that kind runs. conda-forge's `_x86_64-microarch-level` packages depend on
+# it; a fleet of newer CPUs declares its level in the spec (`__archspec=1=x86_64_v3`).
+DEFAULT_ARCHSPEC = {
+    "linux-64": "x86_64",
+    "linux-aarch64": "aarch64",
+    "linux-ppc64le": "ppc64le",
+    "osx-64": "x86_64",
+    "osx-arm64": "m1",
+    "win-64": "x86_64",
 }
 
 
@@ -79,7 +93,8 @@ def _virtual_packages(baseline: Baseline, platform: str) -> list[str]:
 
 def virtual_packages(declared: Sequence[str], platform: str) -> list[str]:
     """The platform's default virtual packages, overridden by the declared ones (name=version=build)."""
-    entries = {e.split("=", 1)[0]: e for e in DEFAULT_VIRTUAL[platform.split("-")[0]]}
+    defaults = [*DEFAULT_VIRTUAL[platform.split("-")[0]], f"__archspec=1={DEFAULT_ARCHSPEC[platform]}"]
+    entries = {e.split("=", 1)[0]: e for e in defaults}
     for entry in declared:
         parts = entry.split("=")
         entries[parts[0]] = "=".join([*parts, "0", "0"][:3]) if len(parts) < 3 else entry
@@ -107,8 +122,11 @@ def solve_records(
 ) -> list[RepoDataRecord]:
     """Solve `specs` for one platform with py-rattler (strict channel priority); rattler's errors pass through."""
     from rattler import Channel, ChannelPriority, Gateway, solve
+    from rattler.networking import AuthenticationMiddleware, Client
 
-    gateway = Gateway(cache_dir=cache / "repodata")
+    timeout = int(os.environ.get("BASELINER_CHANNEL_TIMEOUT") or CHANNEL_TIMEOUT)
+    client = Client([AuthenticationMiddleware()], timeout=timeout)
+    gateway = Gateway(cache_dir=cache / "repodata", client=client)
 
     async def run() -> list[RepoDataRecord]:
         return list(
@@ -127,6 +145,38 @@ def solve_records(
     return asyncio.run(run())
 
 
+# rattler's network failures: "error sending request for url (URL)", then the causes, one per line.
+_REQUEST_FAILED = re.compile(r"error sending request for url \((?P<url>[^)\s]+)\)")
+_NETWORK_CAUSES = (
+    ("dns error", "its host name does not resolve (DNS)"),
+    ("Connection refused", "the connection was refused"),
+    ("timed out", "the request timed out"),
+)
+
+
+def unreachable_channel(text: str, refs: Sequence[ChannelRef]) -> LockError | None:
+    """A LockError naming the channel, the URL and the mirror key when `text` (an engine's error)
+    says a channel could not be reached; None when it is another failure."""
+    match = _REQUEST_FAILED.search(text)
+    if match is None:
+        return None
+    url = match.group("url")
+    cause = next((says for needle, says in _NETWORK_CAUSES if needle in text), "the request failed")
+    ref = next((r for r in refs if url.startswith(r.source + "/")), None)
+    name = ref.name if ref else url
+    source = ref.source if ref else url
+    key = ref.canonical if ref else url
+    return LockError(
+        f"channel {name!r} cannot be reached at {source}: {cause}",
+        details=[line.strip() for line in text.splitlines()[:6]],
+        hint=(
+            f"check the network and the URL, or map the channel to a reachable mirror or a directory "
+            f"in baseliner.yaml: `channel_mirrors: {{{key}: URL-or-DIR}}` "
+            f"(the wait is BASELINER_CHANNEL_TIMEOUT seconds, default {CHANNEL_TIMEOUT})"
+        ),
+    )
+
+
 def _solve_platform(
     baseline: Baseline, refs: list[ChannelRef], platform: str, cache: Path
 ) -> list[RepoDataRecord]:
@@ -134,8 +184,11 @@ def _solve_platform(
         return solve_records(
             baseline.conda_specs, refs, platform, cache, _virtual_packages(baseline, platform)
         )
-    except Exception as exc:  # rattler's SolverError, FetchRepoDataError, ...
+    except Exception as exc:  # rattler's SolverError, GatewayError, ...
         text = str(exc).strip()
+        unreachable = unreachable_channel(text, refs)
+        if unreachable is not None:
+            raise unreachable from exc
         asked = [f"{r.spec}   (asked by {r.origin})" for r in baseline.conda]
         raise LockError(
             f"could not solve baseline {baseline.name!r} for {platform}",

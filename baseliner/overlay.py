@@ -34,6 +34,7 @@ from .lock import (
     rattler_lock_bytes,
     read_lock_records,
     solve_records,
+    unreachable_channel,
     virtual_packages,
 )
 from .pypi import ResolveFailed, compile_requirements, normalise, parse_pip_lock
@@ -252,7 +253,10 @@ def _lock_overlay(
                 solved = solve_records(
                     [*spec.conda, *base_names], refs, platform, cache, virtual, pinned=base_records
                 )
-        except Exception as exc:  # rattler's SolverError
+        except Exception as exc:  # rattler's SolverError, GatewayError
+            unreachable = unreachable_channel(str(exc), refs)
+            if unreachable is not None:
+                raise unreachable from exc
             raise LockError(
                 f"could not solve overlay {spec.name!r} on {base.ref} for {platform}",
                 details=[*str(exc).strip().splitlines()[:20]],

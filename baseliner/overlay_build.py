@@ -105,7 +105,7 @@ def build_overlay(
     with credentials(list(project.mirrors().values())):
         install_env(locked, refs, env, project.package_cache, project.config.pip_index_url, report=report,
                     extra_pip_locks=[pip_delta] if pip_delta.is_file() else [], markers=markers)  # fmt: skip
-    raise_on_errors(overlay.spec.name, lint_env(env, ["/opt/env"]))
+    raise_on_errors(overlay.spec.name, lint_env(env, ["/opt/env"]), f"baseliner build-overlay {overlay.path}")
     normalise_mtimes(env, FIXED_MTIME)
     out_dir = project.dist_dir / "overlays" / overlay.spec.name
     delta_files = (
@@ -158,6 +158,12 @@ def _delta_manifest(tarball: Path) -> dict[str, Any]:
     raise PackError(f"{tarball.name} is not an overlay delta (no {OVERLAY_MARKER})")
 
 
+def _base_tarball(info: dict[str, Any]) -> str:
+    """The file name the store gives the base tarball a delta applies onto."""
+    name, _, version = str(info["base"]).partition("@")
+    return f"{name}-{version}-{info.get('platform', 'linux-64')}.tar.gz"
+
+
 def apply_delta(tarball: Path, base_prefix: Path, verify: bool = True, report: Report = silent) -> Path:
     """Apply a delta tarball on top of an unpacked base; refuses a base with another lock hash."""
     if verify:
@@ -166,7 +172,7 @@ def apply_delta(tarball: Path, base_prefix: Path, verify: bool = True, report: R
     marker = base_prefix / BASELINE_MARKER
     if not marker.is_file():
         raise PackError(f"{base_prefix} is not an unpacked baseline (no {BASELINE_MARKER})",
-                        hint="unpack the base tarball there first (`baseliner unpack`)")  # fmt: skip
+                        hint=f"unpack the base there first: `baseliner unpack {_base_tarball(info)} {base_prefix}`")  # fmt: skip
     have = json.loads(marker.read_text())
     if have.get("lock_hash") != info["base_lock_hash"]:
         raise PackError(

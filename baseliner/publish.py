@@ -11,15 +11,19 @@ from .build import BuildPaths
 from .config import Project
 from .errors import ImageError
 from .lock import lock_files
-from .store import Store, publish
+from .store import Store, publish, published_entry
 
 
 def publish_baseline(project: Project, name: str, store: Store, registry: str | None = None,
                      report: Report = silent, platform: str = "linux-64") -> dict[str, Any]:  # fmt: skip
-    """Push the image tags to `registry` (HOST[:PORT]/ORG) when given, then publish to `store`."""
+    """Push the image tags to `registry` (HOST[:PORT]/ORG) when given, then publish to `store`.
+
+    A version already published with other content is refused before anything is pushed, and so
+    is a registry tag that already points to another image."""
     baseline = project.repo().resolve(name)
     paths = BuildPaths(project, baseline, platform)
     manifest_path = paths.manifest
+    published_entry(store, json.loads(manifest_path.read_text()))  # refuse a changed version early
     if registry:
         from . import images
 
@@ -31,6 +35,8 @@ def publish_baseline(project: Project, name: str, store: Store, registry: str | 
             )
         client = images.connect()
         repository = f"{registry.rstrip('/')}/{baseline.name}"
+        for ref in image["tags"]:  # every tag first: nothing is pushed when one would move
+            images.refuse_moved_tag(client, ref, repository, ref.rsplit(":", 1)[1], manifest["lock_hash"])
         digest = ""
         for ref in image["tags"]:
             digest = images.push(client, ref, repository, ref.rsplit(":", 1)[1], report)

@@ -8,6 +8,11 @@ A store is a directory (e.g. shared storage) or an `http(s)://` URL serving one 
     STORE/NAME/VERSION/NAME-VERSION-P.tar.gz (+ .sha256)
     STORE/NAME/VERSION/sbom.cdx.json        CycloneDX SBOM of every package
 
+A published `NAME@VERSION` is immutable: publishing the same content again (same lock hash, tarball
+and image digest) is a no-op, and other content under the same version is refused, naming both
+lock hashes (the fix is a new `version`). An entry published without an image may gain its pushed
+digest later.
+
 Writes are atomic: a version directory is assembled under a temporary name and renamed into place,
 then the index is rewritten through a temporary file while an exclusive lock on
 `STORE/.index.lock` is held (so concurrent publishers never lose each other's entries).
@@ -156,12 +161,49 @@ def sbom(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _digest(image: dict[str, Any] | None) -> str | None:
+    return (image or {}).get("digest") or None
+
+
+def published_entry(store: Store, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The store's entry for the manifest's NAME@VERSION when it holds the same content (publishing
+    again is a no-op); None when the version is not published or may take this manifest (it only
+    adds an image digest). Other content under a published version is a StoreError."""
+    name, version = manifest["name"], manifest["version"]
+    entry: dict[str, Any] | None = store.index()["baselines"].get(name, {}).get(version)
+    if entry is None:
+        return None
+    old_digest, new_digest = _digest(entry.get("image")), _digest(manifest.get("image"))
+    differences = []
+    if entry["lock_hash"] != manifest["lock_hash"]:
+        differences.append(f"lock hash: published {entry['lock_hash']}, this build {manifest['lock_hash']}")
+    elif entry["sha256"] != manifest["tarball"]["sha256"]:
+        differences.append(
+            f"tarball sha256: published {entry['sha256']}, this build {manifest['tarball']['sha256']}"
+        )
+    if old_digest and new_digest and old_digest != new_digest:
+        differences.append(f"image: published {old_digest}, this build {new_digest}")
+    if differences:
+        raise StoreError(
+            f"{name}@{version} is already published in {store.location} with other content",
+            details=differences,
+            hint=f"published versions never change: bump `version` in baselines/{name}.yaml, "
+            f"then run `invoke build-baseline {name}` and `invoke publish {name}`",
+        )
+    return entry if old_digest == new_digest or not new_digest else None
+
+
 def publish(store: Store, manifest_path: Path, lock_files: list[Path]) -> dict[str, Any]:
-    """Publish a built baseline (its manifest, tarball, locks, SBOM) into `store`; returns the entry."""
+    """Publish a built baseline (its manifest, tarball, locks, SBOM) into `store`; returns the entry.
+
+    Identical content already published is a no-op; other content under its version is refused."""
     root = store.path
     out_dir = manifest_path.parent
     manifest = json.loads(manifest_path.read_text())
     name, version = manifest["name"], manifest["version"]
+    existing = published_entry(store, manifest)
+    if existing is not None:
+        return existing
     tarball = out_dir / manifest["tarball"]["name"]
     if not tarball.is_file() or sha256_file(tarball) != manifest["tarball"]["sha256"]:
         raise StoreError(f"the built tarball of {name} {version} is missing or changed",
@@ -181,7 +223,11 @@ def publish(store: Store, manifest_path: Path, lock_files: list[Path]) -> dict[s
         target = root / name / version
         target.parent.mkdir(parents=True, exist_ok=True)
         with _index_lock(root):
-            if target.exists():
+            existing = published_entry(store, manifest)  # again: another publisher may have won
+            if existing is not None:
+                shutil.rmtree(staging)
+                return existing
+            if target.exists():  # only ever to add an image digest to the same content
                 shutil.rmtree(target)
             staging.rename(target)
             index = store.index()

@@ -178,7 +178,7 @@ def channel(
         "check": "only check: exit 1 naming each stale baseline",
         "force": "re-solve even when the lock is fresh",
         "json": "with --check: print the result as JSON",
-    }
+    },
 )
 @_user_errors
 def lock(c: Context, name: str = "", check: bool = False, force: bool = False, json: bool = False) -> None:
@@ -218,7 +218,7 @@ def lock(c: Context, name: str = "", check: bool = False, force: bool = False, j
     help={
         "name": "baseline to render (default: all locked)",
         "check": "fail when images/ is out of date",
-    }
+    },
 )
 @_user_errors
 def render(c: Context, name: str = "", check: bool = False) -> None:
@@ -590,6 +590,22 @@ def _audit(roots: list[str] | None, prefixes: list[str] | None, files: list[str]
         return run_audit(envs, options, caches=[Path(c) for c in caches or []], expected=expected)
 
 
+def _propose_command(cluster: int, roots: list[str] | None, prefixes: list[str] | None, files: list[str] | None,
+                     caches: list[str] | None, threshold: float, out: str = "proposal") -> str:  # fmt: skip
+    """The invoke propose command that writes `cluster` of the audit run with these inputs."""
+    import shlex
+
+    words = ["invoke", "propose", "--cluster", str(cluster)]
+    for flag, values in (("--root", roots), ("--prefix", prefixes), ("--file", files), ("--cache", caches)):
+        for value in values or []:
+            words += [flag, value]
+    if threshold != 0.9:
+        words += ["--threshold", str(threshold)]
+    if out != "proposal":
+        words += ["--out", out]
+    return shlex.join(words)
+
+
 _AUDIT_HELP = {
     "root": "directory holding environments (repeatable), e.g. /opt/conda/envs",
     "prefix": "one environment prefix (repeatable)",
@@ -637,24 +653,28 @@ def audit(c: Context, root: list[str] | None = None, prefix: list[str] | None = 
     for proposal in data["proposals"]:
         console.print(f"cluster {proposal['cluster']}: {len(proposal['members'])} envs -> {proposal['baseline']['name']} + "
                       f"{len(proposal['overlays'])} overlays, frees {proposal['freed_bytes'] / 1e6:.1f} MB "
-                      f"(`invoke propose --cluster {proposal['cluster']} ...`)")  # fmt: skip
+                      f"(`{_propose_command(proposal['cluster'], root, prefix, file, cache, threshold)}`)")  # fmt: skip
 
 
 @task(help={**_AUDIT_HELP, "cluster": "cluster number from `invoke audit`", "out": "directory for the proposed specs"},
       iterable=["root", "prefix", "file", "cache"])  # fmt: skip
 @_user_errors
-def propose(c: Context, cluster: int, out: str = "proposal", root: list[str] | None = None, prefix: list[str] | None = None,
+def propose(c: Context, cluster: int = -1, out: str = "proposal", root: list[str] | None = None, prefix: list[str] | None = None,
             file: list[str] | None = None, cache: list[str] | None = None, threshold: float = 0.9, naming: str = "",
             stale_days: int = 90, quota: int = 10) -> None:  # fmt: skip
     """Write the proposed baseline and one overlay per member for one cluster."""
     from .audit.propose import write
 
+    # The default only gives invoke the type: a flag without one arrives as a string.
+    if cluster < 0:
+        raise BaselinerError("which cluster? pass --cluster N", hint="run `invoke audit` to see the clusters")
     result = _audit(root, prefix, file, cache, threshold, naming, stale_days, quota)
     if not 0 <= cluster < len(result.proposals):
         raise BaselinerError(f"no cluster {cluster}", details=[f"clusters: 0..{len(result.proposals) - 1}" if result.proposals else "none found"],
                              hint="run `invoke audit` to see the clusters, or lower --threshold")  # fmt: skip
     proposal = result.proposals[cluster]
-    for path in write(proposal, Path(out)):
+    command = _propose_command(cluster, root, prefix, file, cache, threshold, out)
+    for path in write(proposal, Path(out), command):
         console.print(f"[green]wrote[/green] {path}")
     console.print(f"frees {proposal.freed_bytes / 1e6:.1f} MB; conflicts: {len(proposal.conflicts)}")
     for conflict in proposal.conflicts[:10]:

@@ -28,7 +28,7 @@ def export_env(prefix: Path, out_dir: Path) -> list[Path]:
     records = [PrefixRecord.from_path(p) for p in sorted((prefix / "conda-meta").glob("*.json"))]
     by_name = {str(r.name.normalized): r for r in records}
     ordered = [by_name[str(r.name.normalized)] for r in PackageRecord.sort_topologically(list(records))]
-    header = f"# exported by baseliner from {prefix} — `baseliner export-env` regenerates it\n"
+    header = f"# exported by baseliner from {prefix} — `baseliner export-env {prefix}` regenerates it\n"
     explicit = [header.rstrip("\n"), "@EXPLICIT"]
     for record in ordered:
         md5 = f"#{record.md5.hex()}" if record.md5 else ""

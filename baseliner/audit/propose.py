@@ -114,15 +114,13 @@ def propose(
     return proposal
 
 
-def write(proposal: Proposal, out_dir: Path) -> list[Path]:
-    """baselines/<name>.yaml and overlays/<member>/overlay.yaml under `out_dir`."""
+def write(proposal: Proposal, out_dir: Path, command: str) -> list[Path]:
+    """baselines/<name>.yaml and overlays/<member>/overlay.yaml under `out_dir`; the baseline's
+    header names `command`, the one that wrote it."""
     written = []
     base = out_dir / "baselines" / f"{proposal.baseline['name']}.yaml"
     base.parent.mkdir(parents=True, exist_ok=True)
-    base.write_text(
-        f"# proposed by `invoke propose --cluster {proposal.cluster}`\n"
-        + yaml.safe_dump(proposal.baseline, sort_keys=False)
-    )
+    base.write_text(f"# proposed by `{command}`\n" + yaml.safe_dump(proposal.baseline, sort_keys=False))
     written.append(base)
     for overlay in proposal.overlays.values():
         path = out_dir / "overlays" / overlay["name"] / "overlay.yaml"

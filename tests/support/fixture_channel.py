@@ -6,7 +6,9 @@ Packages (all written with baseliner.condapkg, indexed with py-rattler):
 * prefixdemo 1.0 (linux-64, .tar.bz2) — a compiled C program holding a *binary* prefix
   placeholder, a config file holding a *text* placeholder, a symlink, a script;
 * hello-noarch 0.3 (noarch: python, .conda) — a module and an entry point `hello-noarch`;
-* libfoo 1.0 and 2.0 (.conda), and needs-old-foo 1.0 (depends libfoo <2) — for solver tests.
+* libfoo 1.0 and 2.0 (.conda), and needs-old-foo 1.0 (depends libfoo <2) — for solver tests;
+* _x86_64-microarch-level 1 and 3 (noarch: generic), shaped like conda-forge's: each build depends
+  on `__archspec 1 <microarch>`, and fastkernel 1.0 depends on level >=1.
 """
 
 from __future__ import annotations
@@ -92,7 +94,26 @@ def fixture_packages(workdir: Path) -> list[PackageSpec]:
         depends=("libfoo <2",),
         files={"share/needs-old-foo.txt": FileEntry(b"needs libfoo 1\n")},
     )
-    return [prefixdemo, hello, *libfoo, needs_old]
+    microarch = [
+        PackageSpec(
+            name="_x86_64-microarch-level",
+            version=level,
+            build=f"2_{arch}",
+            noarch="generic",
+            depends=(f"__archspec 1 {arch}",),
+            files={f"share/microarch-level-{level}.txt": FileEntry(f"{arch}\n".encode())},
+        )
+        for level, arch in (("1", "x86_64"), ("3", "x86_64_v3"))
+    ]
+    fastkernel = PackageSpec(
+        name="fastkernel",
+        version="1.0",
+        build="h0_0",
+        subdir=subdir,
+        depends=("_x86_64-microarch-level >=1",),
+        files={"share/fastkernel.txt": FileEntry(b"fast\n")},
+    )
+    return [prefixdemo, hello, *libfoo, needs_old, *microarch, fastkernel]
 
 
 def build_fixture_channel(channel_dir: Path) -> Path:

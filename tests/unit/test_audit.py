@@ -66,7 +66,7 @@ def test_proposal_is_a_valid_spec_and_counts_bytes(fleet, tmp_path: Path) -> Non
     assert proposal.overlays["exp-old"]["conda"] == ["tqdm ==4.66.1 pyhd8ed1ab_0"]
     assert any("exp-mkl: numpy 1.26.4 py311_mkl" in c for c in proposal.conflicts)
     assert 0 < proposal.projected_bytes < proposal.current_bytes and proposal.freed_bytes > 0
-    written = write(proposal, tmp_path / "proposal")
+    written = write(proposal, tmp_path / "proposal", "invoke propose --cluster 0 --root envs")
     repo = BaselineRepo(tmp_path / "proposal" / "baselines")
     assert repo.resolve(proposal.baseline["name"]).conda_specs == proposal.baseline["conda"]
     assert len(written) == 1 + len(proposal.members)
@@ -116,7 +116,7 @@ def test_proposal_locked_against_the_channel_reproduces_each_member(make_project
     audit = run_audit(envs, AuditOptions(threshold=0.5))
     (proposal,) = audit.proposals
     out = tmp_path / "proposal"
-    write(proposal, out)
+    write(proposal, out, "invoke propose --cluster 0 --root envs")
     (out / "baseliner.yaml").write_text((project.root / "baseliner.yaml").read_text())
     from baseliner.config import Project
 

@@ -50,9 +50,9 @@ def test_kubespawner_profile(manifests: dict) -> None:  # type: ignore[type-arg]
     override = profile["kubespawner_override"]
     assert profile["display_name"] == "ml 1.0" and override["image"] == DIGEST
     assert (override["uid"], override["fs_gid"]) == (1234, 2345)
-    for volume in override["volumes"]:
+    for volume in override["volumes"].values():
         validate(volume, "V1Volume")
-    for mount in override["volume_mounts"]:
+    for mount in override["volume_mounts"].values():
         assert validate(mount, "V1VolumeMount").read_only is True
 
 

@@ -34,7 +34,7 @@ def test_pip_clobbering_a_conda_file_is_refused_naming_both(make_project: MakePr
     findings = lint_env(prefix)
     assert _checks(findings) == ["changed-file", "pip-clobber"]  # the clobbered file also changed
     with pytest.raises(LintError) as info:
-        raise_on_errors("ml", findings)
+        raise_on_errors("ml", findings, "invoke build-baseline ml")
     text = info.value.render()
     assert "pip package clobber 1.0 overwrote files of conda package hello-noarch 0.3" in text
     assert "hello_noarch/__init__.py" in text

@@ -121,3 +121,55 @@ def test_a_lock_entry_without_a_hash_is_refused(make_project: MakeProject) -> No
     path.write_text(re.sub(r"^  sha256: [0-9a-f]{64}\n", "", path.read_text(), flags=re.M))
     with pytest.raises(LockError, match="has no sha256"):
         read_lock(baseline, "linux-64")
+
+
+def test_a_microarch_level_package_solves_on_the_default_archspec(make_project: MakeProject) -> None:
+    project = make_project({"ml": spec("ml", conda=["python 3.*", "fastkernel"])})
+    baseline = _lock(project, "ml")
+    by_name = {str(r.name.normalized): r for r in read_lock(baseline, "linux-64").records}
+    assert str(by_name["_x86_64-microarch-level"].build) == "2_x86_64"
+    assert "__archspec=1=x86_64" in LockPaths(baseline.path).lock.read_text()
+
+
+def test_a_declared_archspec_overrides_the_default(make_project: MakeProject) -> None:
+    level3 = ["python 3.*", "fastkernel", "_x86_64-microarch-level >=3"]
+    project = make_project(
+        {
+            "fast": spec("fast", conda=level3, virtual_packages={"linux-64": ["__archspec=1=x86_64_v3"]}),
+            "generic": spec("generic", conda=level3),
+        }
+    )
+    fast = _lock(project, "fast")
+    by_name = {str(r.name.normalized): r for r in read_lock(fast, "linux-64").records}
+    assert str(by_name["_x86_64-microarch-level"].build) == "2_x86_64_v3"
+    with pytest.raises(LockError, match="could not solve baseline 'generic'"):
+        _lock(project, "generic")
+
+
+@pytest.mark.parametrize(
+    ("url", "cause"),
+    [
+        ("http://127.0.0.1:9/org", "the connection was refused"),
+        ("http://no-such-host.invalid/org", "its host name does not resolve (DNS)"),
+        ("SILENT", "the request timed out"),
+    ],
+)
+def test_an_unreachable_channel_is_named_with_its_mirror_key(
+    make_project: MakeProject, monkeypatch: pytest.MonkeyPatch, url: str, cause: str
+) -> None:
+    import socket
+
+    silent = socket.socket()  # accepts connections and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    if url == "SILENT":
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/org"
+    monkeypatch.setenv("BASELINER_CHANNEL_TIMEOUT", "2")
+    project = make_project({"ml": spec("ml")}, channel_url=url)
+    with pytest.raises(LockError) as info:
+        _lock(project, "ml")
+    silent.close()
+    text = info.value.render()
+    assert f"channel 'fixture' cannot be reached at {url}: {cause}" in text
+    assert "channel_mirrors: {https://conda.anaconda.org/fixture: URL-or-DIR}" in text
+    assert "lack" not in text
