@@ -178,11 +178,15 @@ def unreachable_channel(text: str, refs: Sequence[ChannelRef]) -> LockError | No
 
 
 def _solve_platform(
-    baseline: Baseline, refs: list[ChannelRef], platform: str, cache: Path
+    baseline: Baseline,
+    refs: list[ChannelRef],
+    platform: str,
+    cache: Path,
+    locked: Sequence[RepoDataRecord] = (),
 ) -> list[RepoDataRecord]:
     try:
         return solve_records(
-            baseline.conda_specs, refs, platform, cache, _virtual_packages(baseline, platform)
+            baseline.conda_specs, refs, platform, cache, _virtual_packages(baseline, platform), locked=locked
         )
     except Exception as exc:  # rattler's SolverError, GatewayError, ...
         text = str(exc).strip()
@@ -297,14 +301,58 @@ def lock_baseline(
     cache: Path,
     pip_index_url: str | None = None,
     report: Report = silent,
+    update: Sequence[str] = (),
+    fresh: bool = False,
 ) -> list[Path]:
-    """Solve every platform and write the lock files; returns the files written."""
+    """Solve every platform and write the lock files; returns the files written.
+
+    The records of the current lock are handed to the solver as locked packages, so a re-lock
+    moves only what the changed spec needs; the packages named in `update` are free to move, and
+    `fresh` ignores the current lock (a solve from scratch)."""
     with credentials(list(mirrors.values())):
-        return _lock_baseline(baseline, mirrors, cache, pip_index_url, report)
+        return _lock_baseline(baseline, mirrors, cache, pip_index_url, report, update, fresh)
+
+
+def _previous_records(
+    baseline: Baseline, refs: Sequence[ChannelRef], platform: str, update: Sequence[str]
+) -> list[RepoDataRecord]:
+    """The current lock's records of `platform`, pointed at their sources, less those in `update`."""
+    path = LockPaths(baseline.path).lock
+    if not path.is_file():
+        if update:
+            raise LockError(
+                f"baseline {baseline.name!r} has no lock to update", hint="run `invoke lock` first"
+            )
+        return []
+    try:
+        _, records = read_lock_records(path, platform)
+    except LockError:
+        return []  # a new platform, or a lock py-rattler cannot read: solve this one from scratch
+    names = {str(r.name.normalized) for r in records}
+    unknown = sorted(set(update) - names)
+    if unknown:
+        raise LockError(
+            f"--update names packages that are not in the lock of {baseline.name!r} ({platform})",
+            details=unknown,
+            hint="name locked packages (see the lock file); a new package goes into the spec instead",
+        )
+    kept = [r for r in records if str(r.name.normalized) not in set(update)]
+    for record in kept:
+        for ref in refs:
+            if record.url.startswith(ref.canonical + "/"):
+                record.url = ref.to_source(record.url)
+                break
+    return kept
 
 
 def _lock_baseline(
-    baseline: Baseline, mirrors: dict[str, str], cache: Path, pip_index_url: str | None, report: Report
+    baseline: Baseline,
+    mirrors: dict[str, str],
+    cache: Path,
+    pip_index_url: str | None,
+    report: Report,
+    update: Sequence[str],
+    fresh: bool,
 ) -> list[Path]:
     from rattler import LockChannel, LockFile, LockPlatform
 
@@ -316,10 +364,11 @@ def _lock_baseline(
     lock_platforms = {p: LockPlatform(p, virtual_packages=_virtual_packages(baseline, p)) for p in platforms}
     lock = LockFile(list(lock_platforms.values()))
     lock.set_channels(LOCK_ENV, [LockChannel(r.canonical + "/") for r in refs])
+    previous = {p: [] if fresh else _previous_records(baseline, refs, p, update) for p in platforms}
     outputs: dict[Path, bytes] = {}
     for platform in platforms:
         report(f"solving {baseline.name} for {platform}")
-        records = canonicalise(_solve_platform(baseline, refs, platform, cache), refs)
+        records = canonicalise(_solve_platform(baseline, refs, platform, cache, previous[platform]), refs)
         for record in sorted(records, key=lambda r: str(r.name.normalized)):
             if record.sha256 is None:
                 raise LockError(f"package {record.file_name!r} has no sha256 in the channel's repodata")

@@ -176,13 +176,18 @@ def channel(
     help={
         "name": "baseline to lock (default: all)",
         "check": "only check: exit 1 naming each stale baseline",
-        "force": "re-solve even when the lock is fresh",
+        "update": "let this locked package move to its newest allowed version (repeatable; with -n)",
+        "force": "re-solve from scratch, ignoring the current lock, even when it is fresh",
         "json": "with --check: print the result as JSON",
     },
+    iterable=["update"],
 )
 @_user_errors
-def lock(c: Context, name: str = "", check: bool = False, force: bool = False, json: bool = False) -> None:
-    """Solve with py-rattler and write NAME.lock, @EXPLICIT files and the pip lock next to the spec."""
+def lock(c: Context, name: str = "", check: bool = False, update: list[str] | None = None, force: bool = False,
+         json: bool = False) -> None:  # fmt: skip
+    """Solve with py-rattler and write NAME.lock, @EXPLICIT files and the pip lock next to the spec.
+
+    A re-lock keeps every locked package the changed spec does not need to move."""
     from .lock import lock_baseline, stale_reason
 
     proj = project(c)
@@ -202,14 +207,19 @@ def lock(c: Context, name: str = "", check: bool = False, force: bool = False, j
         if not json:
             console.print(f"[green]ok[/green] {len(baselines)} lock(s) fresh")
         return
+    if update and not name:
+        raise LockError("--update needs the baseline: `invoke lock -n NAME --update PKG`")
     for baseline in baselines:
-        if not force and stale_reason(baseline) is None:
-            console.print(f"[green]fresh[/green] {baseline.name} (spec unchanged; --force re-solves)")
+        if not force and not update and stale_reason(baseline) is None:
+            console.print(
+                f"[green]fresh[/green] {baseline.name} (spec unchanged; --update PKG moves one, --force re-solves)"
+            )
             continue
         with console.status(f"locking {baseline.name}"):
             written = lock_baseline(
-                baseline, proj.mirrors(), proj.build_dir, proj.config.pip_index_url, _report
-            )
+                baseline, proj.mirrors(), proj.build_dir, proj.config.pip_index_url, _report,
+                update=update or [], fresh=force,
+            )  # fmt: skip
         for path in written:
             console.print(f"[green]wrote[/green] {path.relative_to(proj.root)}")
 

@@ -173,3 +173,74 @@ def test_an_unreachable_channel_is_named_with_its_mirror_key(
     assert f"channel 'fixture' cannot be reached at {url}: {cause}" in text
     assert "channel_mirrors: {https://conda.anaconda.org/fixture: URL-or-DIR}" in text
     assert "lack" not in text
+
+
+def _lock_entries(path) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Each package's block of the lock file, by package file name (the bytes a re-lock must keep)."""
+    import re
+
+    text = path.read_text()
+    blocks = re.split(r"^(?=- conda: )", text[text.index("packages:") :], flags=re.M)[1:]
+    return {b.split("\n", 1)[0].rsplit("/", 1)[1]: b for b in blocks}
+
+
+@pytest.fixture
+def moving_channel(channel_dir, tmp_path):  # type: ignore[no-untyped-def]
+    """The fixture channel before libfoo 2.0 was released; `release()` publishes it."""
+    import shutil
+
+    from baseliner.channels import index_channel
+
+    channel = tmp_path / "moving-channel"
+    shutil.copytree(channel_dir, channel)
+    held = tmp_path / "held"
+    held.mkdir()
+    for path in channel.glob("*/libfoo-2.0-*"):
+        path.rename(held / path.name)
+    index_channel(channel)
+
+    def release() -> None:
+        for path in held.iterdir():
+            path.rename(next(channel.glob("*/libfoo-1.0-*")).parent / path.name)
+        index_channel(channel)
+
+    return channel, release
+
+
+def test_adding_a_package_leaves_every_unrelated_record_byte_identical(make_project, moving_channel) -> None:  # type: ignore[no-untyped-def]
+    channel, release = moving_channel
+    project = make_project({"ml": spec("ml", conda=["python 3.*", "libfoo", "hello-noarch"])},
+                           channel_url=channel.as_uri())  # fmt: skip
+    baseline = _lock(project, "ml")
+    before = _lock_entries(LockPaths(baseline.path).lock)
+    assert any(name.startswith("libfoo-1.0-") for name in before)
+    release()  # the channel moves on: a solve from scratch would now pick libfoo 2.0
+    path = project.baselines_dir / "ml.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["conda"].append("prefixdemo")
+    path.write_text(yaml.safe_dump(data))
+    baseline = _lock(project, "ml")
+    after = _lock_entries(LockPaths(baseline.path).lock)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert sorted(set(after) - set(before)) == [n for n in after if n.startswith("prefixdemo-")]
+
+    # --update moves only the package named; --force re-solves everything from scratch.
+    lock_baseline(baseline, project.mirrors(), project.build_dir, update=["libfoo"])
+    updated = _lock_entries(LockPaths(baseline.path).lock)
+    assert sorted(set(updated) ^ set(after)) == sorted(
+        [n for n in after if n.startswith("libfoo-1.0-")]
+        + [n for n in updated if n.startswith("libfoo-2.0-")]
+    )
+    with pytest.raises(LockError, match="not in the lock"):
+        lock_baseline(baseline, project.mirrors(), project.build_dir, update=["numpy"])
+
+
+def test_force_solves_from_scratch(make_project, moving_channel) -> None:  # type: ignore[no-untyped-def]
+    channel, release = moving_channel
+    project = make_project({"ml": spec("ml", conda=["python 3.*", "libfoo"])}, channel_url=channel.as_uri())
+    baseline = _lock(project, "ml")
+    release()
+    lock_baseline(baseline, project.mirrors(), project.build_dir)
+    assert any(n.startswith("libfoo-1.0-") for n in _lock_entries(LockPaths(baseline.path).lock))
+    lock_baseline(baseline, project.mirrors(), project.build_dir, fresh=True)
+    assert any(n.startswith("libfoo-2.0-") for n in _lock_entries(LockPaths(baseline.path).lock))
