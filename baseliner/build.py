@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .activation import activation_env
 from .atomic import Report, silent, write_json_atomic
 from .channels import credentials, resolve_channels
 from .condapkg import FIXED_MTIME
@@ -39,7 +40,8 @@ from .lint import Finding, lint_env, raise_on_errors
 from .lock import lock_baseline, lock_hash, read_lock, stale_reason
 from .locking import hold
 from .pack import pack_env, sha256_file
-from .render import PACKAGE_TEMPLATES, render_outputs, tarball_name, write_outputs
+from .pypi import parse_pip_lock, pip_requires
+from .render import PACKAGE_TEMPLATES, render_activation, render_outputs, tarball_name, write_outputs
 from .spec import Baseline
 
 MANIFEST_VERSION = 1
@@ -195,19 +197,22 @@ def manifest_data(
                 "version": str(r.version),
                 "build": str(r.build),
                 "channel": str(r.channel).rstrip("/"),
+                "subdir": str(r.subdir),
+                "type": "tar.bz2" if r.url.endswith(".tar.bz2") else "conda",
                 "url": r.url,
                 "sha256": (r.sha256 or b"").hex(),
+                "depends": sorted({str(d).split(" ")[0] for d in r.depends}),
             }
             for r in locked.records
         ),
         key=lambda p: p["name"],
     )
-    pip = []
-    if locked.pip_lock is not None:
-        for line in locked.pip_lock.read_text().splitlines():
-            if "==" in line and not line.startswith(("#", " ")):
-                name, _, version = line.split(" ")[0].partition("==")
-                pip.append({"name": name, "version": version})
+    pins = parse_pip_lock(locked.pip_lock.read_text()) if locked.pip_lock is not None else []
+    requires = pip_requires(env_prefix) if env_prefix.is_dir() else {}
+    pip = [
+        {"name": p.name, "version": p.version, "sha256": list(p.hashes), "requires": requires.get(p.name, [])}
+        for p in pins
+    ]
     env_bytes, env_files = _env_size(env_prefix) if env_prefix.is_dir() else (0, 0)
     return {
         "schema_version": MANIFEST_VERSION,
@@ -363,9 +368,17 @@ def _image_steps(project: Project, paths: BuildPaths, key: str, options: BuildOp
             for item in (project.images_dir / baseline.name).iterdir():
                 shutil.copy2(item, context / item.name)
             _link_or_copy(paths.tarball, context / tarball_name(baseline))
-            built = images.build_image(client, context, tags, baseline.image.base,
-                                       labels={BUILD_KEY_LABEL: key}, report=report)  # fmt: skip
-        detail.append(f"{', '.join(tags)} ({built.id[7:19]})")
+            labels = {BUILD_KEY_LABEL: key, **vcs_labels(project.root)}
+            built = images.build_image(
+                client, context, tags, baseline.image.base, labels=labels, report=report
+            )
+        activation = activation_env(paths.env, baseline.image.prefix)
+        if activation:
+            dockerfile = render_activation(baseline.name, built.id, activation, project.templates_dir)
+            built = images.extend_image(client, dockerfile, tags, labels, report)
+        detail.append(
+            f"{', '.join(tags)} ({built.id[7:19]}), {len(activation)} activation variable(s) in ENV"
+        )
     with _step(result, "smoke", report) as detail:
         plan = smoke.plan(paths.env, baseline, project.package_cache)
         checked = images.smoke_test(client, tags[1], plan, baseline.image.shared_cache, report)
@@ -375,8 +388,37 @@ def _image_steps(project: Project, paths: BuildPaths, key: str, options: BuildOp
     result.image_tags = tags
     manifest = _read_manifest(paths.manifest) or {}
     manifest["image"] = {"tags": list(tags), "id": built.id, "base": baseline.image.base,
-                         "spec": baseline.image.model_dump(mode="json")}  # fmt: skip
+                         "spec": baseline.image.model_dump(mode="json"),
+                         "activation": {k: v.shown(k) for k, v in activation.items()}}  # fmt: skip
     write_json_atomic(paths.manifest, manifest)
+
+
+def vcs_labels(root: Path) -> dict[str, str]:
+    """OCI `source` (the git remote as a URL, credentials dropped) and `revision` (the commit) of
+    the repo at `root`; empty where it is not a git checkout or has no remote."""
+    import re
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    labels = {}
+    revision = git("rev-parse", "HEAD")
+    if re.fullmatch(r"[0-9a-f]{40,64}", revision):
+        labels["org.opencontainers.image.revision"] = revision
+    remote = git("remote", "get-url", "origin")
+    if not remote and (names := git("remote").split()):
+        remote = git("remote", "get-url", names[0])
+    scp = re.fullmatch(r"(?:[^@/:]+@)?([^:/]+):([^/].*)", remote)
+    if scp and "://" not in remote:  # git@host:org/repo.git is ssh://host/org/repo.git
+        remote = f"ssh://{scp.group(1)}/{scp.group(2)}"
+    if re.match(r"(https?|ssh|git)://", remote):  # a local path or file:// is no use to a reader
+        labels["org.opencontainers.image.source"] = re.sub(r"(?<=://)[^/@]+@", "", remote)
+    return labels
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -192,6 +192,31 @@ def build_image(
     return BuiltImage(id=image_id, tags=tuple(tags))
 
 
+def extend_image(
+    client: docker.DockerClient,
+    dockerfile: bytes,
+    tags: Sequence[str],
+    labels: dict[str, str] | None = None,
+    report: Report = silent,
+) -> BuiltImage:
+    """Build a one-file context (`dockerfile`, FROM an image already built) and move every tag to it."""
+    import tempfile
+
+    from docker.errors import APIError
+
+    with tempfile.TemporaryDirectory(prefix="baseliner-extend-") as tmp:
+        (Path(tmp) / "Dockerfile").write_bytes(dockerfile)
+        try:
+            image_id = _stream_build(client, Path(tmp), tags[0], {}, labels or {}, report)
+            image = client.images.get(image_id)
+            for ref in tags[1:]:
+                repo, _, tag = ref.rpartition(":")
+                image.tag(repo, tag)
+        except APIError as exc:
+            raise ImageError(f"docker build of {tags[0]} failed: {exc.explanation or exc}") from exc
+    return BuiltImage(id=image_id, tags=tuple(tags))
+
+
 @dataclass(frozen=True)
 class RunResult:
     exit_code: int
@@ -205,11 +230,14 @@ def run(
     volumes: dict[str, dict[str, str]] | None = None,
     user: str | None = None,
     timeout: int = 120,
+    entrypoint: Sequence[str] | None = None,
 ) -> RunResult:
-    """Run a command in a throwaway container: no network, labelled, time-limited, always removed."""
+    """Run a command in a throwaway container: no network, labelled, time-limited, always removed.
+    `entrypoint` replaces the image's, as a pod's `command` does."""
     container = client.containers.run(
         image,
         list(command),
+        entrypoint=list(entrypoint) if entrypoint is not None else None,
         detach=True,
         network_mode="none",
         user=user,

@@ -228,6 +228,7 @@ def build_overlay_image(
 
     Returns (tag, base reference used)."""
     from . import images, smoke
+    from .build import vcs_labels
     from .render import render_overlay_context
     from .spec import ImageSpec
 
@@ -244,19 +245,24 @@ def build_overlay_image(
     spec_image = ImageSpec(**{k: v for k, v in (image_info.get("spec") or {}).items()})
     tag = overlay_image_tag(overlay, base)
     files = [f for f in built.delta_files if not f.startswith(("bin/conda-unpack", "bin/conda_unpack"))]
+    pushed = image_info.get("pushed") or image_info.get("tags") or [base_ref]
     labels = {
         "org.opencontainers.image.title": overlay.spec.name,
-        "org.opencontainers.image.base.name": base_ref,
+        "org.opencontainers.image.base.name": pushed[0],  # a reference: REPO:TAG
         "io.baseliner.base": base.ref,
         "io.baseliner.base-lock-hash": base.lock_hash,
     }
+    if "@" in base_ref:
+        labels["org.opencontainers.image.base.digest"] = base_ref.split("@", 1)[1]
     context = render_overlay_context(overlay.spec.name, overlay.path.name, base_ref, built.delta.path.name,
                                      overlay.spec.pack.format, files, labels, spec_image, project.templates_dir)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="baseliner-overlay-") as tmp:
         for name, data in context.items():
             (Path(tmp) / name).write_bytes(data)
         shutil.copy2(built.delta.path, Path(tmp) / built.delta.path.name)
-        images.build_image(client, Path(tmp), [tag], base_ref, report=report)
+        images.build_image(
+            client, Path(tmp), [tag], base_ref, labels=vcs_labels(overlay.path.parent), report=report
+        )
     plan = smoke.plan(built.env, _as_baseline(overlay, spec_image), project.package_cache)
     images.smoke_test(client, tag, plan, spec_image.shared_cache, report)
     return tag, base_ref

@@ -236,3 +236,25 @@ def _wheels_by_pin(pins: Sequence[Pin], dest: Path) -> dict[str, Wheel]:
         if pin is not None:
             found[pin.name] = Wheel(wheel, sha)
     return found
+
+
+def pip_requires(prefix: Path) -> dict[str, list[str]]:
+    """Each installed distribution of the environment `prefix` -> the normalised names it requires
+    (its Requires-Dist whose markers hold without extras, evaluated for this interpreter)."""
+    import importlib.metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    out: dict[str, list[str]] = {}
+    for site in sorted(prefix.glob("lib/python3*/site-packages")):
+        for dist in importlib.metadata.distributions(path=[str(site)]):
+            names = set()
+            for text in dist.requires or []:
+                try:
+                    req = Requirement(text)
+                except InvalidRequirement:
+                    continue
+                if req.marker is None or req.marker.evaluate({"extra": ""}):
+                    names.add(normalise(req.name))
+            out[normalise(dist.metadata["Name"])] = sorted(names)
+    return out

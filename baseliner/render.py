@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
@@ -25,8 +25,11 @@ from .pypi import parse_pip_lock
 from .spec import Baseline
 from .yamlsource import control_characters
 
+if TYPE_CHECKING:
+    from .activation import EnvValue
+
 PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
-OUTPUTS = ("Dockerfile", "environment.yml", "condarc", "README.md")
+OUTPUTS = ("Dockerfile", "entrypoint.sh", "environment.yml", "condarc", "README.md")
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9@%+=:,./_-]+$")
 
 
@@ -38,6 +41,13 @@ def docker_string(value: object) -> str:
         raise RenderError(f"value {text[:40]!r} holds a control character ({bad[0]})", hint="fix the spec")
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
     return f'"{escaped}"'
+
+
+def docker_env_value(value: EnvValue, name: str) -> str:
+    """An activation value as a double-quoted ENV value: literal text escaped, the image's own
+    value of the variable (when it inherits it) as `${NAME}`."""
+    inherited = "${" + name + "}" + docker_string(value.tail)[1:-1] if value.inherits else ""
+    return f'"{docker_string(value.head)[1:-1]}{inherited}"'
 
 
 def docker_token(value: object) -> str:
@@ -78,7 +88,9 @@ def environment(templates_dir: Path | None = None) -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
-    env.filters.update(dq=docker_string, tok=docker_token, yq=yaml_string, bytes=human_bytes)
+    env.filters.update(
+        dq=docker_string, denv=docker_env_value, tok=docker_token, yq=yaml_string, bytes=human_bytes
+    )
     return env
 
 
@@ -146,7 +158,7 @@ def context(baseline: Baseline, tarball_name: str) -> dict[str, Any]:
         "org.opencontainers.image.title": baseline.name,
         "org.opencontainers.image.version": baseline.version,
         "org.opencontainers.image.description": baseline.description or baseline.name,
-        "org.opencontainers.image.source": f"baselines/{baseline.path.name}",
+        "io.baseliner.spec-file": f"baselines/{baseline.path.name}",
         "io.baseliner.lock-hash": lhash,
         "io.baseliner.spec-hash": baseline.spec_hash,
         **image.labels,
@@ -204,6 +216,17 @@ def render_outputs(baseline: Baseline, templates_dir: Path | None = None) -> dic
     for platform in sorted(baseline.platforms):
         out[f"explicit-{platform}.txt"] = paths.explicit(platform).read_bytes()
     return out
+
+
+def render_activation(
+    name: str, image_id: str, activation: Mapping[str, EnvValue], templates_dir: Path | None = None
+) -> bytes:
+    """The Dockerfile that bakes the activation variables into the built image `image_id` as ENV."""
+    ctx = {"name": name, "image_id": image_id, "activation": dict(sorted(activation.items()))}
+    try:
+        return environment(templates_dir).get_template("activation.Dockerfile.j2").render(ctx).encode()
+    except jinja2.TemplateError as exc:
+        raise RenderError(f"template activation.Dockerfile.j2 failed: {exc}") from exc
 
 
 def write_outputs(outputs: Mapping[str, bytes], directory: Path) -> list[Path]:

@@ -6,7 +6,7 @@ A store is a directory (e.g. shared storage) or an `http(s)://` URL serving one 
     STORE/NAME/VERSION/manifest.json        what `build-baseline` wrote (+ publication details)
     STORE/NAME/VERSION/NAME.lock            the locks it was built from (and explicit / pip locks)
     STORE/NAME/VERSION/NAME-VERSION-P.tar.gz (+ .sha256)
-    STORE/NAME/VERSION/sbom.cdx.json        CycloneDX SBOM of every package
+    STORE/NAME/VERSION/sbom.cdx.json        CycloneDX SBOM of every package (baseliner/sbom.py)
 
 A published `NAME@VERSION` is immutable: publishing the same content again (same lock hash, tarball
 and image digest) is a no-op, and other content under the same version is refused, naming both
@@ -37,6 +37,7 @@ from typing import Any
 from .atomic import write_atomic, write_json_atomic
 from .errors import BaselinerError
 from .pack import sha256_file
+from .sbom import sbom_json
 
 INDEX_VERSION = 1
 
@@ -138,29 +139,6 @@ def _index_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def sbom(manifest: dict[str, Any]) -> dict[str, Any]:
-    """A CycloneDX 1.5 SBOM of the conda and pip packages of a manifest."""
-    components = []
-    for pkg in manifest["packages"]["conda"]:
-        components.append({
-            "type": "library", "name": pkg["name"], "version": pkg["version"],
-            "purl": f"pkg:conda/{pkg['name']}@{pkg['version']}?build={pkg['build']}&channel={pkg['channel']}",
-            "hashes": [{"alg": "SHA-256", "content": pkg["sha256"]}],
-        })  # fmt: skip
-    for pkg in manifest["packages"]["pip"]:
-        components.append({"type": "library", "name": pkg["name"], "version": pkg["version"],
-                           "purl": f"pkg:pypi/{pkg['name'].lower()}@{pkg['version']}"})  # fmt: skip
-    return {
-        "bomFormat": "CycloneDX",
-        "specVersion": "1.5",
-        "version": 1,
-        "metadata": {
-            "component": {"type": "application", "name": manifest["name"], "version": manifest["version"]}
-        },
-        "components": components,
-    }
-
-
 def _digest(image: dict[str, Any] | None) -> str | None:
     return (image or {}).get("digest") or None
 
@@ -216,7 +194,7 @@ def publish(store: Store, manifest_path: Path, lock_files: list[Path]) -> dict[s
             os.link(
                 path, staging / path.name
             ) if path.stat().st_dev == staging.stat().st_dev else shutil.copy2(path, staging / path.name)
-        (staging / "sbom.cdx.json").write_text(json.dumps(sbom(manifest), indent=2, sort_keys=True) + "\n")
+        (staging / "sbom.cdx.json").write_text(sbom_json(manifest))
         published = dict(manifest)
         published["files"] = {p.name: sha256_file(staging / p.name) for p in sorted(staging.iterdir())}
         (staging / "manifest.json").write_text(json.dumps(published, indent=2, sort_keys=True) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,27 @@ from ..conftest import MakeProject, spec
 pytestmark = pytest.mark.docker
 
 
+def _git_repo(root: Path, remote: str) -> str:
+    """Make `root` a git checkout with one commit and an origin; returns the commit."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], check=True, capture_output=True, text=True
+        ).stdout
+
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "baselines")
+    git("remote", "add", "origin", remote)
+    return git("rev-parse", "HEAD").strip()
+
+
 def test_overlay_image_reuses_base_layers_and_adds_one(
     make_project: MakeProject, docker_client: Any, registry: str, tmp_path: Path
 ) -> None:
     name = "ovbase"
     project = make_project({name: spec(name, conda=["python 3.*", "hello-noarch"], pip=["tinyutil"])})
+    revision = _git_repo(project.root, "git@git.example.org:platform/baselines.git")
     result = build_baseline(project, name, BuildOptions(), connect=lambda: docker_client)
     store = Store(project.store_location)
     entry = publish_baseline(project, name, store, f"{registry}/org")
@@ -61,6 +78,14 @@ def test_overlay_image_reuses_base_layers_and_adds_one(
         assert probe.exit_code == 0, probe.output
         assert probe.output.split() == ["1000", "42"]
         assert run(docker_client, tag, ["prefixdemo"]).output.strip() == "/opt/env"
+        base_labels = docker_client.images.get(digest_ref).labels
+        assert (
+            base_labels["org.opencontainers.image.source"] == "ssh://git.example.org/platform/baselines.git"
+        )
+        assert base_labels["org.opencontainers.image.revision"] == revision
+        labels = docker_client.images.get(tag).labels
+        assert labels["org.opencontainers.image.base.name"] == f"{registry}/org/{name}:1.0"
+        assert labels["org.opencontainers.image.base.digest"] == digest_ref.split("@")[1]
     finally:
         docker_client.images.remove(tag, force=True)
         for ref in result.image_tags:

@@ -8,7 +8,9 @@ Packages (all written with baseliner.condapkg, indexed with py-rattler):
 * hello-noarch 0.3 (noarch: python, .conda) — a module and an entry point `hello-noarch`;
 * libfoo 1.0 and 2.0 (.conda), and needs-old-foo 1.0 (depends libfoo <2) — for solver tests;
 * _x86_64-microarch-level 1 and 3 (noarch: generic), shaped like conda-forge's: each build depends
-  on `__archspec 1 <microarch>`, and fastkernel 1.0 depends on level >=1.
+  on `__archspec 1 <microarch>`, and fastkernel 1.0 depends on level >=1;
+* activatedemo 1.0 — exports variables from etc/conda/activate.d (a data dir under the prefix, a
+  flag, and a PATH prepend to a tool), as GDAL or PROJ do.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ from baseliner.condapkg import FileEntry, PackageSpec, Symlink, write_package
 # 255 characters, as conda-build pads its build prefix: room for any test prefix.
 BINARY_PLACEHOLDER = ("/tmp/baseliner-fixture-build-prefix" + "_placehold" * 30)[:255]
 TEXT_PLACEHOLDER = "/opt/fixture-build/text-prefix"
+
+ACTIVATE_SCRIPT = """\
+export ACTIVATEDEMO_DATA="${CONDA_PREFIX}/share/activatedemo"
+export ACTIVATEDEMO_FLAG=on
+export PATH="${CONDA_PREFIX}/libexec/activatedemo:${PATH}"
+"""
 
 C_SOURCE = r"""
 #include <stdio.h>
@@ -113,7 +121,23 @@ def fixture_packages(workdir: Path) -> list[PackageSpec]:
         depends=("_x86_64-microarch-level >=1",),
         files={"share/fastkernel.txt": FileEntry(b"fast\n")},
     )
-    return [prefixdemo, hello, *libfoo, needs_old, *microarch, fastkernel]
+    activatedemo = PackageSpec(
+        name="activatedemo",
+        version="1.0",
+        build="h0_0",
+        subdir=subdir,
+        files={
+            "etc/conda/activate.d/activatedemo.sh": FileEntry(ACTIVATE_SCRIPT.encode()),
+            "etc/conda/deactivate.d/activatedemo.sh": FileEntry(
+                b"unset ACTIVATEDEMO_DATA ACTIVATEDEMO_FLAG\n"
+            ),
+            "share/activatedemo/data.txt": FileEntry(b"activatedemo data\n"),
+            "libexec/activatedemo/activatedemo-tool": FileEntry(
+                b"#!/bin/sh\necho activatedemo tool\n", executable=True
+            ),
+        },
+    )
+    return [prefixdemo, hello, *libfoo, needs_old, *microarch, fastkernel, activatedemo]
 
 
 def build_fixture_channel(channel_dir: Path) -> Path:

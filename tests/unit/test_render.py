@@ -54,7 +54,9 @@ def test_rendering_twice_gives_same_bytes_and_no_timestamp(make_project: MakePro
     assert first == second
     for name, data in first.items():
         text = data.decode()
-        assert text.splitlines()[0].endswith(
+        lines = text.splitlines()
+        header = lines[1] if lines[0].startswith("#!") else lines[0]  # after a script's shebang
+        assert header.endswith(
             ("`invoke render -n golden`", "`invoke render -n golden` -->", "`invoke lock -n golden`")
         )
         assert not re.search(r"20\d\d-\d\d-\d\dT", text), name
@@ -102,6 +104,7 @@ def test_dockerfile_contract(make_project: MakeProject) -> None:
         "VOLUME",
         "USER",
         "WORKDIR",
+        "ENTRYPOINT",
         "CMD",
     }
     assert instructions.count("RUN") == 2
@@ -155,3 +158,36 @@ def test_url_channels_become_names_with_custom_channels() -> None:
         CondaChannel("org", "https://conda.example.org"),
         CondaChannel("conda-forge", None),
     ]
+
+
+@pytest.mark.parametrize(
+    ("remote", "source"),
+    [
+        ("git@github.com:acme/baselines.git", "ssh://github.com/acme/baselines.git"),
+        (
+            "https://ci:s3cret@git.example.org/acme/baselines.git",
+            "https://git.example.org/acme/baselines.git",
+        ),
+        ("/srv/git/baselines.git", None),
+        (None, None),
+    ],
+)
+def test_vcs_labels_give_a_url_and_the_commit(tmp_path, remote, source) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    from baseliner.build import vcs_labels
+
+    assert vcs_labels(tmp_path) == {}  # not a checkout
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True
+        ).stdout
+
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "--allow-empty", "-m", "x")
+    if remote:
+        git("remote", "add", "origin", remote)
+    labels = vcs_labels(tmp_path)
+    assert labels.get("org.opencontainers.image.source") == source
+    assert labels["org.opencontainers.image.revision"] == git("rev-parse", "HEAD").strip()

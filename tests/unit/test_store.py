@@ -54,3 +54,31 @@ def test_a_changed_spec_under_the_same_version_is_refused_naming_both_lock_hashe
     path.write_text(yaml.safe_dump(changed))
     _build_and_publish(project, "imm", store)
     assert sorted(store.index()["baselines"]["imm"]) == ["1.0", "1.1"]
+
+
+def test_the_published_sbom_validates_and_carries_purls_hashes_and_dependencies(
+    make_project: MakeProject,
+) -> None:
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    project = make_project(
+        {"sb": spec("sb", conda=["python 3.*", "hello-noarch", "prefixdemo"], pip=["tinyapp"])}
+    )
+    store = Store(project.store_location)
+    _build_and_publish(project, "sb", store)
+    text = store.read_bytes("sb/1.0/sbom.cdx.json").decode()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None  # the schema, independently
+    bom = json.loads(text)
+    by_ref = {c["bom-ref"]: c for c in bom["components"]}
+    demo = by_ref["conda:prefixdemo"]
+    assert demo["purl"] == (
+        "pkg:conda/prefixdemo@1.0?build=h0_0&channel=https://conda.anaconda.org/fixture&subdir=linux-64&type=tar.bz2"
+    )
+    assert "subdir=noarch&type=conda" in by_ref["conda:hello-noarch"]["purl"]
+    assert by_ref["pypi:tinyapp"]["purl"] == "pkg:pypi/tinyapp@0.5.0"
+    assert [h["alg"] for h in by_ref["pypi:tinyutil"]["hashes"]] == ["SHA-256"]
+    needs = {d["ref"]: set(d.get("dependsOn", [])) for d in bom["dependencies"]}
+    assert needs["conda:hello-noarch"] == {"conda:python"}
+    assert needs["pypi:tinyapp"] == {"pypi:tinyutil"}
+    assert needs["sb@1.0"] == set(by_ref)
