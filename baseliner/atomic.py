@@ -2,14 +2,13 @@
 
 `write_atomic` writes to a temporary name in the same directory (unique per process, so two
 writers never share one) and renames it over the target: a reader sees the old file or the new
-one, never a half-written one, and a killed writer leaves only a hidden temporary file that the
-next build removes.
+one, never a half-written one, and a killed writer leaves only a temporary file named as ours
+(`locking.scratch_file`), which the next run's sweep of that directory removes.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,10 @@ def silent(_: str) -> None:
 
 
 def write_atomic(path: Path, data: bytes | str) -> Path:
+    from .locking import scratch_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = scratch_file(path)
     try:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
         tmp.replace(path)

@@ -34,11 +34,11 @@ from .atomic import Report, silent, write_json_atomic
 from .channels import credentials, resolve_channels
 from .condapkg import FIXED_MTIME
 from .config import Project
-from .envs import BASELINE_MARKER, clean_stale_staging, install_env, normalise_mtimes
+from .envs import BASELINE_MARKER, install_env, normalise_mtimes
 from .errors import BaselinerError, DockerUnavailable, PackError
 from .lint import Finding, lint_env, raise_on_errors
 from .lock import lock_baseline, lock_hash, read_lock, stale_reason
-from .locking import hold
+from .locking import hold, sweep
 from .pack import pack_env, sha256_file
 from .pypi import parse_pip_lock, pip_requires
 from .render import PACKAGE_TEMPLATES, render_activation, render_outputs, tarball_name, write_outputs
@@ -280,7 +280,7 @@ def _out_of_space(name: str, detail: str) -> PackError:
 def _clean_leftovers(paths: BuildPaths) -> None:
     """Remove what a killed build left: staging prefixes and temporary files next to outputs.
     Called with the build lock held, so no live build is using them."""
-    clean_stale_staging(paths.env)
+    sweep(paths.env.parent)
     if paths.out_dir.is_dir():
         for item in paths.out_dir.iterdir():
             if item.name.startswith("."):

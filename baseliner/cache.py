@@ -31,6 +31,7 @@ from .atomic import Report, silent, write_atomic, write_json_atomic
 from .channels import DEFAULT_CHANNEL_ALIAS, resolve_channel, split_credentials
 from .errors import BaselinerError
 from .lock import read_lock_records
+from .locking import is_scratch, leftovers, scratch, sweep
 from .pack import sha256_file
 from .store import Store
 
@@ -108,8 +109,10 @@ def fill(
     """Add every wanted package that is missing: archive, extracted dir, repodata_record.json, urls.txt.
 
     Archives are downloaded (from the mirrors) and checked against the lock's sha256; py-rattler
-    then extracts them into the cache, writing its own per-package metadata beside conda's, so
-    the same directory is a conda `pkgs` dir and a py-rattler cache layer."""
+    then extracts them, writing its own per-package metadata beside conda's, so the same
+    directory is a conda `pkgs` dir and a py-rattler cache layer. All of it happens in one scratch
+    directory of the cache (see `locking.scratch`); each finished package is renamed into place
+    (its directory, then its archive), so a killed fill leaves only what the next one sweeps."""
     cache.mkdir(parents=True, exist_ok=True)
     result = FillResult()
     urls = (cache / "urls.txt").read_text().splitlines() if (cache / "urls.txt").is_file() else []
@@ -117,52 +120,66 @@ def fill(
     for fn, item in sorted(wanted.items()):
         if (cache / dist_name(fn) / "info" / "repodata_record.json").is_file() and (cache / fn).is_file():
             result.present.append(fn)
-            continue
-        missing.append(item)
-        if not (cache / fn).is_file():
-            report(f"downloading {fn}")
-            _fetch_archive(cache, item, mirrors)
-        if item.url not in urls:
-            urls.append(item.url)
-    for user in sorted({u for item in missing for u in item.users}):
-        group = [
-            item
-            for item in missing
-            if user in item.users
-            and not (cache / dist_name(item.fn) / "info" / "repodata_record.json").is_file()
-        ]
-        if group:
+        else:
+            missing.append(item)
+    with scratch(cache, "fill") as tmp:
+
+        def archive(item: Wanted) -> None:
+            if (tmp / item.fn).is_file():
+                return
+            if (cache / item.fn).is_file() and sha256_file(cache / item.fn) == item.sha256:
+                os.link(cache / item.fn, tmp / item.fn)
+            else:
+                report(f"downloading {item.fn}")
+                _fetch_archive(tmp, item, mirrors)
+
+        for item in missing:
+            archive(item)
+        for user in sorted({u for item in missing for u in item.users}):
+            group = [item for item in missing if user in item.users and item.fn not in result.added]
+            if not group:
+                continue
+            # py-rattler links what it extracts, and links a noarch: python package only with a python.
+            helpers = [w for w in wanted.values() if user in w.users and w.record.name.normalized == "python"]
+            helpers = [w for w in helpers if w not in group and any(g.record.noarch.python for g in group)]
+            for item in helpers:
+                archive(item)
             report(f"extracting {len(group)} package(s) of {user}")
-            _extract_with_rattler(cache, group)
+            _extract_with_rattler(tmp, [*group, *helpers])
             for item in group:
-                record_path = cache / dist_name(item.fn) / "info" / "repodata_record.json"
-                write_json_atomic(record_path, json.loads(item.record_json))
+                dist = dist_name(item.fn)
+                write_json_atomic(tmp / dist / "info" / "repodata_record.json", json.loads(item.record_json))
+                for name in (dist, f"{dist}.lock"):  # the package, then py-rattler's note of it
+                    if (tmp / name).exists():
+                        if (cache / name).is_dir():
+                            (cache / name).rename(tmp / f"replaced-{name}")
+                        os.replace(tmp / name, cache / name)
+                os.replace(tmp / item.fn, cache / item.fn)
                 result.added.append(item.fn)
+                if item.url not in urls:
+                    urls.append(item.url)
     write_atomic(cache / "urls.txt", "".join(f"{u}\n" for u in urls))
     return result
 
 
-def _fetch_archive(cache: Path, item: Wanted, mirrors: Mapping[str, str]) -> None:
+def _fetch_archive(directory: Path, item: Wanted, mirrors: Mapping[str, str]) -> None:
     channel = item.url.rsplit("/", 2)[0]
     name = channel.removeprefix(DEFAULT_CHANNEL_ALIAS + "/")
-    ref = resolve_channel(name if "://" not in name else channel, mirrors, cache)
-    tmp = cache / f".{item.fn}.tmp-{os.getpid()}"
-    try:
-        _download(ref.to_source(item.url), tmp, mirrors)
-        actual = sha256_file(tmp)
-        if actual != item.sha256:
-            raise CacheError(
-                f"package {item.fn} does not match its lock",
-                details=[f"lock sha256 {item.sha256}", f"got         {actual}"],
-                hint="the channel or mirror serves a different file; check it before filling the cache",
-            )
-        tmp.replace(cache / item.fn)
-    finally:
-        tmp.unlink(missing_ok=True)
+    ref = resolve_channel(name if "://" not in name else channel, mirrors, directory)
+    path = directory / item.fn
+    _download(ref.to_source(item.url), path, mirrors)
+    actual = sha256_file(path)
+    if actual != item.sha256:
+        path.unlink()
+        raise CacheError(
+            f"package {item.fn} does not match its lock",
+            details=[f"lock sha256 {item.sha256}", f"got         {actual}"],
+            hint="the channel or mirror serves a different file; check it before filling the cache",
+        )
 
 
 def _extract_with_rattler(cache: Path, items: list[Wanted]) -> None:
-    """Let py-rattler extract archives into the cache (a throwaway prefix receives the links)."""
+    """Let py-rattler extract archives in `cache` there (a throwaway prefix receives the links)."""
     import asyncio
 
     from rattler import RepoDataRecord, install
@@ -172,7 +189,7 @@ def _extract_with_rattler(cache: Path, items: list[Wanted]) -> None:
         record = RepoDataRecord._from_py_record(item.record._record)  # a copy: the url changes
         record.url = (cache / item.fn).resolve().as_uri()
         records.append(record)
-    with tempfile.TemporaryDirectory(prefix=".fill-", dir=cache) as prefix:
+    with tempfile.TemporaryDirectory(prefix="prefix-", dir=cache) as prefix:
         try:
             asyncio.run(
                 install(
@@ -190,10 +207,14 @@ class VerifyResult:
     corrupt: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
+    # Scratch space of interrupted fills and exports (ours: `--repair` or the next fill removes it).
+    leftovers: list[str] = field(default_factory=list)
+    # Packages whose files no longer match their paths.json (`--repair` re-extracts them).
+    damaged: list[str] = field(default_factory=list)
 
     @property
     def sound(self) -> bool:
-        return not (self.corrupt or self.missing or self.foreign)
+        return not (self.corrupt or self.missing or self.foreign or self.leftovers)
 
 
 def _package_dirs(cache: Path) -> Iterable[Path]:
@@ -203,7 +224,9 @@ def _package_dirs(cache: Path) -> Iterable[Path]:
 def verify(cache: Path) -> VerifyResult:
     """Rehash every file of every extracted package against its paths.json."""
     result = VerifyResult()
-    known: set[str] = {"urls.txt", "urls", ".urls.txt.tmp"}
+    known: set[str] = {"urls.txt", "urls"}
+    result.leftovers = [p.name for p in leftovers(cache)]
+    known |= {p.name for p in cache.iterdir() if is_scratch(p.name)}  # leftovers, or a live fill's
     for pkg in _package_dirs(cache):
         record = pkg / "info" / "repodata_record.json"
         paths_json = pkg / "info" / "paths.json"
@@ -220,10 +243,26 @@ def verify(cache: Path) -> VerifyResult:
                 result.missing.append(f"{pkg.name}/{entry['_path']}")
             elif entry.get("sha256") and sha256_file(path) != entry["sha256"]:
                 result.corrupt.append(f"{pkg.name}/{entry['_path']}")
+            else:
+                continue
+            if pkg.name not in result.damaged:
+                result.damaged.append(pkg.name)
     for item in sorted(cache.iterdir()):
         if item.name not in known and not item.name.endswith(".lock"):
             result.foreign.append(item.name)
     return result
+
+
+def repair(cache: Path, found: VerifyResult) -> list[str]:
+    """Remove what `verify` found that baseliner can restore: the leftovers of interrupted runs,
+    and each damaged package's directory (the next fill extracts it again from its archive,
+    checked against the lock). Foreign entries are never touched. Returns what was removed."""
+    removed = [p.name for p in sweep(cache)]
+    for name in found.damaged:
+        shutil.rmtree(cache / name, ignore_errors=True)
+        (cache / f"{name}.lock").unlink(missing_ok=True)
+        removed.append(f"{name}/")
+    return removed
 
 
 def prune_plan(cache: Path, wanted: Mapping[str, Wanted]) -> list[tuple[str, int]]:
@@ -286,20 +325,21 @@ def export_tarball(cache: Path, output: Path) -> Path:
 
     from .condapkg import FIXED_MTIME
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-
     def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.mtime, info.uid, info.gid, info.uname, info.gname = FIXED_MTIME, 0, 0, "", ""
         return info
 
-    with tarfile.open(tmp, "w:gz") as tar:
-        for dirpath, dirnames, filenames in os.walk(cache):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):  # temporary files and the cache-wide lock
-                    continue
-                full = Path(dirpath, name)
-                tar.add(full, arcname=full.relative_to(cache).as_posix(), recursive=False, filter=normalise)
-    tmp.replace(output)
+    with scratch(output.parent, f"export-{output.name}") as tmp_dir:
+        tmp = tmp_dir / output.name
+        with tarfile.open(tmp, "w:gz") as tar:
+            for dirpath, dirnames, filenames in os.walk(cache):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(filenames):
+                    if name.startswith("."):  # scratch space and the cache-wide lock
+                        continue
+                    full = Path(dirpath, name)
+                    tar.add(
+                        full, arcname=full.relative_to(cache).as_posix(), recursive=False, filter=normalise
+                    )
+        tmp.replace(output)
     return output

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .locking import scratch_file
+
 # A fixed, plausible timestamp (2024-01-01, ms): conda records it; it must not vary between builds.
 FIXED_TIMESTAMP_MS = 1704067200000
 FIXED_MTIME = FIXED_TIMESTAMP_MS // 1000
@@ -154,7 +156,7 @@ def write_package(spec: PackageSpec, channel_dir: Path, fmt: Literal["tar.bz2", 
     subdir.mkdir(parents=True, exist_ok=True)
     info = {k: FileEntry(v) for k, v in _info_files(spec).items()}
     target = subdir / f"{spec.dist_name}.{fmt}"
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp = scratch_file(target)
     if fmt == "tar.bz2":
         payload = _tar_bytes([*spec.files.items(), *info.items()])
         tmp.write_bytes(bz2.compress(payload, 9))

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +28,15 @@ from .atomic import Report, silent
 from .channels import ChannelRef
 from .errors import EnvError
 from .lock import LockedEnv
+from .locking import scratch
+from .pack import ENV_MARKER
 from .pypi import parse_pip_lock
 
 if TYPE_CHECKING:
     from rattler import RepoDataRecord
 
 # Written into every built prefix (and so into its tarball): which baseline and lock it holds.
-BASELINE_MARKER = "etc/baseliner/baseline.json"
+BASELINE_MARKER = ENV_MARKER
 OVERLAY_MARKER = "etc/baseliner/overlay.json"
 
 
@@ -223,8 +224,9 @@ def install_env(
     cache.mkdir(parents=True, exist_ok=True)
     records = _source_records(locked.records, refs)
     hits = _cache_hits(records, cache)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{final.name}-", dir=final.parent))
-    try:
+    with scratch(final.parent, f"env-{final.name}") as tmp:
+        staging = tmp / "prefix"
+        staging.mkdir()
         report(f"installing {len(records)} conda packages ({hits} already in {cache})")
         install_conda(records, staging, final, cache)
         canonical_records(staging, refs)
@@ -239,20 +241,7 @@ def install_env(
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return InstallResult(final, len(records), pip_count, hits, len(records) - hits)
-
-
-def clean_stale_staging(final: Path) -> list[Path]:
-    """Remove staging prefixes that killed builds of `final` left (call with its build lock held:
-    other environments' staging directories may belong to live builds)."""
-    removed = []
-    for path in final.parent.glob(f".staging-{final.name}-*") if final.parent.is_dir() else []:
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    return removed
 
 
 def conda_records(prefix: Path) -> list[dict[str, Any]]:

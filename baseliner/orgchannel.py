@@ -47,6 +47,7 @@ from .channels import current_subdir, index_channel, python_package_spec
 from .condapkg import FileEntry, PackageSpec, Symlink, tree_files, write_package
 from .errors import ChannelError, Location
 from .lock import SPEC_HASH_RE
+from .locking import scratch_file
 from .pypi import Pin, ResolveFailed, compile_requirements, download_wheels, normalise, parse_pip_lock
 from .spec import NAME_RE, PipRequirementStr, StrictModel, read_source, validate_model
 
@@ -451,7 +452,7 @@ def build_org_channel(
         target = channel_dir / item.archive
         source = converted_dir / item.archive
         if not target.is_file() or target.stat().st_size != source.stat().st_size:
-            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            tmp = scratch_file(target)
             shutil.copyfile(source, tmp)
             tmp.replace(target)
         files.append(item.archive)

@@ -29,6 +29,7 @@ from .envs import BASELINE_MARKER, OVERLAY_MARKER, conda_records, install_env, n
 from .errors import PackError
 from .lint import lint_env, pip_distributions, raise_on_errors
 from .lock import LockedEnv, read_lock_records
+from .locking import scratch
 from .overlay import Base, Overlay, _refs_for, overlay_stale_reason, read_header
 from .pack import PackResult, conda_unpack, member_problems, open_tarball, pack_env, verify_checksum
 from .pypi import normalise
@@ -187,8 +188,8 @@ def apply_delta(tarball: Path, base_prefix: Path, verify: bool = True, report: R
             problems += member_problems(member)
     if problems:
         raise PackError(f"refusing to apply {tarball.name}: unsafe member(s)", details=problems)
-    staging = Path(tempfile.mkdtemp(prefix=".delta-", dir=base_prefix.parent))
-    try:
+    with scratch(base_prefix.parent, f"delta-{base_prefix.name}") as tmp:
+        staging = tmp / "delta"
         report(f"applying {tarball.name} on {base_prefix}")
         with open_tarball(tarball) as tar:
             tar.extractall(staging, filter="data")
@@ -205,8 +206,6 @@ def apply_delta(tarball: Path, base_prefix: Path, verify: bool = True, report: R
                     if dst.is_symlink() or dst.exists():
                         dst.unlink()
                     os.replace(src, dst)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     conda_unpack(base_prefix, report)
     return base_prefix
 

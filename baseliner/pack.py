@@ -25,7 +25,6 @@ import shutil
 import stat
 import subprocess
 import tarfile
-import tempfile
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -34,7 +33,11 @@ from typing import IO, Literal
 from .atomic import Report, silent, write_atomic
 from .condapkg import FIXED_MTIME
 from .errors import PackError, first_few
+from .locking import claim, owner_is_dead, release, scratch
 from .yamlsource import control_characters
+
+# The file every baseliner environment carries (name, version, platform, lock hash).
+ENV_MARKER = "etc/baseliner/baseline.json"
 
 Format = Literal["tar.gz", "tar.zst"]
 
@@ -76,9 +79,7 @@ def pack_env(
     prefix in those files alone."""
     import conda_pack
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with scratch(output.parent, f"pack-{output.name}") as tmp_dir:
         raw = tmp_dir / "env.tar"
         report(f"conda-pack {prefix.name} -> {fmt} (level {compress_level}, {threads} thread(s))")
         _conda_pack(conda_pack, prefix, raw, only)
@@ -87,8 +88,6 @@ def pack_env(
             _normalise_tar(raw, stream)
         raw.unlink()
         tmp.replace(output)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
     return PackResult(output, write_checksum(output), output.stat().st_size)
 
 
@@ -222,13 +221,17 @@ def unpack(
         report(f"verifying sha256 of {tarball.name}")
         verify_checksum(tarball)
     dest = dest.absolute()
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise PackError(f"destination {str(dest)!r} exists and is not empty", hint="choose a new directory")
+    if owner_is_dead(dest):  # a killed unpack renamed it into place before conda-unpack finished
+        report(f"removing {dest}: an unpack into it was interrupted")
+        shutil.rmtree(dest)
     problems: list[str] = []
+    marker: bytes | None = None
     try:
         with open_tarball(tarball) as tar:
             for member in tar:
                 problems += member_problems(member)
+                if member.name == ENV_MARKER and member.isreg() and (fh := tar.extractfile(member)):
+                    marker = fh.read()
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise PackError(f"cannot read {tarball.name}: {exc}", hint="the tarball may be truncated") from exc
     if problems:
@@ -238,24 +241,34 @@ def unpack(
             detail_limit=6,
             hint="the archive was not made by baseliner/conda-pack or was tampered with",
         )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".unpack-{dest.name}-", dir=dest.parent))
-    try:
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        if (
+            marker is not None
+            and (dest / ENV_MARKER).is_file()
+            and (dest / ENV_MARKER).read_bytes() == marker
+        ):
+            report(f"{dest} already holds this environment")  # a finished unpack: running it again is a no-op
+            return dest
+        raise PackError(f"destination {str(dest)!r} exists and is not empty", hint="choose a new directory")
+    with scratch(dest.parent, f"unpack-{dest.name}") as tmp:
+        env = tmp / "env"
+        env.mkdir()
         report(f"extracting into {dest}")
         with open_tarball(tarball) as tar:
-            tar.extractall(tmp, filter="data")
+            tar.extractall(env, filter="data")
+        # The owner file travels with the env: until conda-unpack is done, DEST is unfinished.
+        owner = claim(env)
         if dest.exists():
             dest.rmdir()
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if run_conda_unpack:
-        try:
+        env.rename(dest)
+    try:
+        if run_conda_unpack:
             conda_unpack(dest, report)
-        except BaseException:
-            shutil.rmtree(dest, ignore_errors=True)
-            raise
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    finally:
+        release(dest, owner)
     return dest
 
 

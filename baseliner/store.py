@@ -26,7 +26,6 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from typing import Any
 
 from .atomic import write_atomic, write_json_atomic
 from .errors import BaselinerError
+from .locking import scratch
 from .pack import sha256_file
 from .sbom import sbom_json
 
@@ -186,9 +186,9 @@ def publish(store: Store, manifest_path: Path, lock_files: list[Path]) -> dict[s
     if not tarball.is_file() or sha256_file(tarball) != manifest["tarball"]["sha256"]:
         raise StoreError(f"the built tarball of {name} {version} is missing or changed",
                          hint=f"run `invoke build-baseline {name}` first")  # fmt: skip
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".publish-{name}-{version}-", dir=root))
-    try:
+    with scratch(root, f"publish-{name}-{version}") as tmp:
+        staging = tmp / "version"
+        staging.mkdir()
         files = [tarball, tarball.with_name(tarball.name + ".sha256"), *lock_files]
         for path in files:
             os.link(
@@ -203,10 +203,9 @@ def publish(store: Store, manifest_path: Path, lock_files: list[Path]) -> dict[s
         with _index_lock(root):
             existing = published_entry(store, manifest)  # again: another publisher may have won
             if existing is not None:
-                shutil.rmtree(staging)
                 return existing
             if target.exists():  # only ever to add an image digest to the same content
-                shutil.rmtree(target)
+                target.rename(tmp / "replaced")  # out of the way in one step; removed with tmp
             staging.rename(target)
             index = store.index()
             entry = {
@@ -218,7 +217,4 @@ def publish(store: Store, manifest_path: Path, lock_files: list[Path]) -> dict[s
             }
             index["baselines"].setdefault(name, {})[version] = entry
             write_json_atomic(root / "index.json", index)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return entry

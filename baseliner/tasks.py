@@ -516,7 +516,8 @@ def drift(c: Context, prefix: str, baseline: str, store: str = "", json: bool = 
     help={
         "directory": "the shared cache (default: build/shared-pkgs)",
         "store": "artifact store whose published baselines the cache serves",
-        "verify": "rehash every cached file; exit 1 when anything is corrupt, missing or foreign",
+        "verify": "rehash every cached file; exit 1 when anything is corrupt, missing, foreign or left over",
+        "repair": "with --verify: remove leftovers of interrupted runs, re-extract damaged packages",
         "prune": "list packages no published lock references (dry run; add --yes to remove)",
         "yes": "with --prune: remove them",
         "stats": "packages, bytes, sharing, bytes saved",
@@ -526,25 +527,40 @@ def drift(c: Context, prefix: str, baseline: str, store: str = "", json: bool = 
     },
 )
 @_user_errors
-def cache_task(c: Context, directory: str = "", store: str = "", verify: bool = False, prune: bool = False,
-               yes: bool = False, stats: bool = False, json: bool = False, export_volume: str = "",
-               export_tar: str = "") -> None:  # fmt: skip
+def cache_task(c: Context, directory: str = "", store: str = "", verify: bool = False, repair: bool = False,
+               prune: bool = False, yes: bool = False, stats: bool = False, json: bool = False,
+               export_volume: str = "", export_tar: str = "") -> None:  # fmt: skip
     """Fill the shared conda package cache with every package of every published baseline."""
+    import shlex
+
     from . import cache as shared
 
     proj = project(c)
     target = Path(directory) if directory else proj.build_dir / "shared-pkgs"
     if verify:
         result = shared.verify(target)
+        if repair and not result.sound:
+            for name in shared.repair(target, result):
+                console.print(f"[yellow]removed[/yellow] {name}")
+            wanted = shared.wanted_packages(_store(proj, store), overlay_locks=proj.cache_overlay_locks)
+            filled = shared.fill(target, wanted, proj.mirrors(), _report)
+            console.print(f"refilled {len(filled.added)} package(s)")
+            result = shared.verify(target)
         if json:
-            _emit_json({"corrupt": result.corrupt, "missing": result.missing, "foreign": result.foreign})
+            _emit_json({"corrupt": result.corrupt, "missing": result.missing, "foreign": result.foreign,
+                        "leftovers": result.leftovers, "damaged": result.damaged})  # fmt: skip
         if not result.sound:
+            flag = (
+                "" if target == proj.build_dir / "shared-pkgs" else f" --directory {shlex.quote(str(target))}"
+            )
             raise shared.CacheError(
                 f"shared cache {target} is not sound",
-                details=[*(f"corrupt: {p}" for p in result.corrupt), *(f"missing: {p}" for p in result.missing),
+                details=[*(f"leftover of an interrupted run: {p}" for p in result.leftovers),
+                         *(f"corrupt: {p}" for p in result.corrupt), *(f"missing: {p}" for p in result.missing),
                          *(f"foreign: {p}" for p in result.foreign)],
                 detail_limit=10,
-                hint="run `invoke cache` to refill (corrupt packages: delete their directory first)",
+                hint=f"run `invoke cache --verify --repair{flag}` (leftovers and damaged packages are ours to "
+                     "restore; a foreign entry is not: remove it by hand if nothing needs it)",
             )  # fmt: skip
         console.print(f"[green]ok[/green] {target} is sound")
         return

@@ -15,10 +15,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from baseliner.config import Project
+from baseliner.locking import SCRATCH_PREFIX
 
 from ..conftest import MakeProject, spec
 
@@ -92,7 +94,7 @@ def test_killed_builds_leave_nothing_partial_and_the_next_build_matches(
         assert again.wait(timeout=300) == 0, again.stderr.read() if again.stderr else ""
         assert _sha(out / "rel-1.0-linux-64.tar.gz") == reference
         assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
-        assert not list((project.build_dir / "envs").glob(".staging-*"))
+        assert not list((project.build_dir / "envs").glob(f"{SCRATCH_PREFIX}*"))
         survived += 1
     assert survived == KILL_TRIALS
     print(
@@ -152,3 +154,142 @@ def test_full_disk_fails_clearly_and_poisons_nothing(project: Project, tmp_path:
         _check_consistent(project, "rel")
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+# --- interrupted work heals: each long operation killed at random moments, then run once ------
+
+HEAL_TRIALS = 10
+
+
+def _du(path: Path) -> int:
+    """Bytes on disk as `du -sb` counts them (the outside oracle)."""
+    return int(
+        subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True).stdout.split()[0]
+    )
+
+
+def _ours(root: Path) -> list[str]:
+    """Every scratch entry of ours anywhere under `root`."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob(f"{SCRATCH_PREFIX}*")) if root.exists() else []
+
+
+def _run(argv: list[str], project: Project, **kw: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "BASELINER_ROOT": str(project.root)}
+    return subprocess.Popen(argv, env=env, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kw)  # type: ignore[call-overload]  # fmt: skip
+
+
+def _finish(argv: list[str], project: Project) -> float:
+    start = time.monotonic()
+    proc = _run(argv, project)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return time.monotonic() - start
+
+
+def _kill_trials(
+    project: Project, argv: list[str], duration: float, reset: Any, check: Any
+) -> dict[str, int]:
+    """HEAL_TRIALS times: start `argv`, SIGKILL it at a random moment, count what it left, run it
+    again to the end, then `check()`. Returns the kinds of leftover seen before healing."""
+    seen: dict[str, int] = {}
+    for seed in range(HEAL_TRIALS):
+        reset()
+        proc = _run(argv, project, start_new_session=True)
+        time.sleep(random.Random(seed).uniform(0.02, duration))
+        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.wait() == 0:  # it finished before the kill: nothing to heal
+            seen["finished first"] = seen.get("finished first", 0) + 1
+        else:
+            for name in _ours(project.root.parent):
+                kind = Path(name).name[len(SCRATCH_PREFIX) :].split(".")[0].split("-")[0]
+                seen[kind] = seen.get(kind, 0) + 1
+            _finish(argv, project)
+        check()
+    return seen
+
+
+@pytest.fixture
+def built_rel(project: Project) -> Project:
+    _finish([BASELINER, "build-baseline", "rel", "--no-image"], project)
+    return project
+
+
+def test_killed_unpacks_heal_on_the_next_unpack(built_rel: Project, tmp_path: Path) -> None:
+    project = built_rel
+    tarball = project.dist_dir / "rel" / "1.0" / "rel-1.0-linux-64.tar.gz"
+    parent = tmp_path / "offline"
+    dest = parent / "rel-env"
+    argv = [BASELINER, "unpack", str(tarball), str(dest)]
+    duration = _finish(argv, project)
+    reference = _du(parent)
+    subprocess.run(["rm", "-rf", str(dest)], check=True)
+
+    def check() -> None:
+        assert _ours(parent) == []
+        assert _du(parent) == reference
+        assert subprocess.run([str(dest / "bin" / "python"), "-c", "import tinyapp"]).returncode == 0
+
+    seen = _kill_trials(
+        project, argv, duration, lambda: subprocess.run(["rm", "-rf", str(dest)], check=True), check
+    )
+    print(f"\nunpack: {HEAL_TRIALS} kills, leftovers before healing: {seen or 'none'}")
+
+
+def test_killed_cache_fills_heal_and_verify_passes(built_rel: Project, tmp_path: Path) -> None:
+    project = built_rel
+    store, cache = tmp_path / "store", tmp_path / "shared-pkgs"
+    _finish([BASELINER, "publish", "rel", "--store", str(store)], project)
+    argv = [BASELINER, "cache", "--directory", str(cache), "--store", str(store)]
+    duration = _finish(argv, project)
+    reference = _du(cache)
+    lock_size = max(p.stat().st_size for p in cache.glob("*.lock"))
+
+    def check() -> None:
+        assert _ours(cache) == []
+        assert abs(_du(cache) - reference) <= lock_size
+        _finish([BASELINER, "cache", "--verify", "--directory", str(cache)], project)
+
+    seen = _kill_trials(
+        project, argv, duration, lambda: subprocess.run(["rm", "-rf", str(cache)], check=True), check
+    )
+    print(f"\ncache fill: {HEAL_TRIALS} kills, leftovers before healing: {seen or 'none'}")
+
+
+def test_killed_packs_heal_and_give_the_same_bytes(built_rel: Project, tmp_path: Path) -> None:
+    project = built_rel
+    env = next(p for p in (project.build_dir / "envs").iterdir() if p.name.startswith("rel"))
+    out_dir = tmp_path / "packed"
+    out = out_dir / "rel.tar.gz"
+    code = "import sys; from pathlib import Path; from baseliner.pack import pack_env; pack_env(Path(sys.argv[1]), Path(sys.argv[2]))"
+    argv = [sys.executable, "-c", code, str(env), str(out)]
+    duration = _finish(argv, project)
+    reference, size = _sha(out), _du(out_dir)
+
+    def check() -> None:
+        assert _ours(out_dir) == [] and _sha(out) == reference and _du(out_dir) == size
+
+    seen = _kill_trials(
+        project, argv, duration, lambda: subprocess.run(["rm", "-rf", str(out_dir)], check=True), check
+    )
+    print(f"\npack: {HEAL_TRIALS} kills, leftovers before healing: {seen or 'none'}")
+
+
+def test_killed_publishes_heal_and_the_store_is_whole(built_rel: Project, tmp_path: Path) -> None:
+    from baseliner.store import Store
+
+    project = built_rel
+    store = tmp_path / "store"
+    argv = [BASELINER, "publish", "rel", "--store", str(store)]
+    duration = _finish(argv, project)
+    reference = _du(store)
+
+    def check() -> None:
+        assert _ours(store) == []
+        assert _du(store) == reference
+        assert Store(str(store)).manifest("rel", "1.0")["lock_hash"]
+
+    seen = _kill_trials(
+        project, argv, duration, lambda: subprocess.run(["rm", "-rf", str(store)], check=True), check
+    )
+    print(f"\npublish: {HEAL_TRIALS} kills, leftovers before healing: {seen or 'none'}")

@@ -118,3 +118,56 @@ def test_cache_tarball_for_seeding_a_pvc(store_of_two, tmp_path: Path) -> None: 
         if p.is_file() and not p.name.startswith(".")
     }
     assert names == expected
+
+
+def test_verify_tells_leftovers_from_foreign_and_repair_heals_both_kinds_of_damage(
+    store_of_two, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+    import time
+
+    from baseliner.cache import repair
+    from baseliner.locking import SCRATCH_PREFIX, _host
+
+    project, store, _ = store_of_two
+    cache = tmp_path / "pkgs"
+    wanted = wanted_packages(store)
+    fill(cache, wanted, project.mirrors())
+    clean = {p.name for p in cache.iterdir()}
+    # A fill killed mid-way: its scratch directory with an owner file nobody holds any more.
+    code = (
+        "import os, sys; from pathlib import Path; from baseliner.locking import scratch\n"
+        "with scratch(Path(sys.argv[1]), 'fill') as tmp:\n"
+        "    (tmp / 'python-3.11.conda').write_bytes(b'x' * 1000); os.kill(os.getpid(), 9)\n"
+    )
+    # A live run's scratch directory (a scratch of its own sweeps only dead runs' leftovers) ...
+    live = subprocess.Popen([sys.executable, "-c", code.replace("os.kill(os.getpid(), 9)", "input()"), str(cache)],
+                            stdin=subprocess.PIPE)  # fmt: skip
+    try:
+        for _ in range(200):
+            if [p for p in cache.iterdir() if p.name.startswith(SCRATCH_PREFIX)]:
+                break
+            time.sleep(0.05)
+        # ... then a killed fill, and a write_atomic killed between its write and its rename.
+        subprocess.run([sys.executable, "-c", code, str(cache)], check=False)
+        (cache / f"{SCRATCH_PREFIX}write.{_host()}.999999999.ab12.urls.txt").write_text("half")
+        victim = next(cache.glob("hello-noarch-*/site-packages/hello_noarch/__init__.py"))
+        victim.write_text("tampered")
+        (cache / "stray-dir").mkdir()
+        result = verify(cache)
+        assert len(result.leftovers) == 2 and all(n.startswith(SCRATCH_PREFIX) for n in result.leftovers)
+        assert [f.split(" ")[0] for f in result.foreign] == ["stray-dir/"]
+        assert result.damaged == [victim.parent.parent.parent.name]
+        removed = repair(cache, result)
+        assert sorted(removed) == sorted([*result.leftovers, f"{result.damaged[0]}/"])
+        fill(cache, wanted, project.mirrors())  # extracts the damaged package again
+        (cache / "stray-dir").rmdir()  # foreign: ours to report, not to delete
+        after = verify(cache)
+        assert after.sound, after
+        assert {p.name for p in cache.iterdir() if not p.name.startswith(SCRATCH_PREFIX)} == clean
+        assert victim.read_text() != "tampered"
+        assert [p for p in cache.iterdir() if p.name.startswith(SCRATCH_PREFIX)]  # the live one stays
+    finally:
+        live.communicate(b"\n", timeout=30)
+    assert not [p for p in cache.iterdir() if p.name.startswith(SCRATCH_PREFIX)]

@@ -22,6 +22,7 @@ SAMPLES = (
     ("prefix", "/opt/conda/envs/exp-1"),
     ("path", "overlay.yaml"),
     ("source", "overlay.yaml"),
+    ("flag", " --directory /srv/pkgs"),
 )
 DYNAMIC = {"{command}", "{rebuild}"}  # built elsewhere and parsed by the tests below
 
