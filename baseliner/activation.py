@@ -20,16 +20,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BaselinerError
+from .errors import ActivationError
 
 ACTIVATE_DIR = "etc/conda/activate.d"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Set by the shell itself, not by a script.
 _SHELL_OWN = {"_", "PWD", "OLDPWD", "SHLVL"}
-
-
-class ActivationError(BaselinerError):
-    """An activation script failed, or exports what an image cannot carry."""
 
 
 @dataclass(frozen=True)

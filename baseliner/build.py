@@ -15,7 +15,6 @@ therefore does nothing.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -30,12 +29,13 @@ from typing import Any
 
 from . import __version__
 from .activation import activation_env
+from .artifacts import Manifest, read
 from .atomic import Report, silent, write_json_atomic
 from .channels import credentials, resolve_channels
 from .condapkg import FIXED_MTIME
 from .config import Project
 from .envs import BASELINE_MARKER, install_env, normalise_mtimes
-from .errors import BaselinerError, DockerUnavailable, PackError
+from .errors import BaselinerError, DiskFullError, DockerUnavailable, LockError, is_disk_full
 from .lint import Finding, lint_env, raise_on_errors
 from .lock import lock_baseline, lock_hash, read_lock, stale_reason
 from .locking import hold, sweep
@@ -149,10 +149,10 @@ def image_tags(baseline: Baseline) -> tuple[str, str]:
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
-    try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, ValueError):
+    """The build manifest at `path`, checked (an ArtifactError when malformed); None when absent."""
+    if not path.is_file():
         return None
+    return read(Manifest, path).model_dump(mode="json")
 
 
 def tarball_fresh(paths: BuildPaths, key: str) -> bool:
@@ -214,7 +214,7 @@ def manifest_data(
         for p in pins
     ]
     env_bytes, env_files = _env_size(env_prefix) if env_prefix.is_dir() else (0, 0)
-    return {
+    data = {
         "schema_version": MANIFEST_VERSION,
         "name": baseline.name,
         "version": baseline.version,
@@ -229,6 +229,7 @@ def manifest_data(
         "image": image,
         "tools": _tool_versions(),
     }
+    return Manifest.model_validate(data).model_dump(mode="json")  # what readers will check
 
 
 @contextmanager
@@ -251,26 +252,24 @@ def build_baseline(
     baseline = project.repo().resolve(name)
     paths = BuildPaths(project, baseline, options.platform)
     if options.platform not in baseline.platforms:
-        raise PackError(f"baseline {name!r} is not locked for {options.platform}",
-                        hint=f"platforms: {', '.join(baseline.platforms)}")  # fmt: skip
+        raise LockError(
+            f"baseline {name!r} is not locked for {options.platform}",
+            hint=f"platforms: {', '.join(baseline.platforms)}",
+        )
     lock_file = project.build_dir / "locks" / f"{paths.stem}.lock"
     what = f"the build of {name} {baseline.version} ({options.platform})"
     with hold(lock_file, what, options.lock_timeout, report), credentials(list(project.mirrors().values())):
         _clean_leftovers(paths)
         try:
             return _build_locked(project, name, baseline, paths, options, report, connect)
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
+        except (OSError, BaselinerError) as exc:
+            if not is_disk_full(exc):
                 raise
-            raise _out_of_space(name, str(exc)) from None
-        except BaselinerError as exc:
-            if "No space left on device" not in exc.render():
-                raise
-            raise _out_of_space(name, exc.message) from None
+            raise _out_of_space(name, exc.message if isinstance(exc, BaselinerError) else str(exc)) from None
 
 
-def _out_of_space(name: str, detail: str) -> PackError:
-    return PackError(
+def _out_of_space(name: str, detail: str) -> DiskFullError:
+    return DiskFullError(
         f"out of disk space while building {name}",
         details=[detail],
         hint="free space (or point `dist` / `package_cache` elsewhere) and build again; nothing partial was kept",
@@ -290,8 +289,15 @@ def _clean_leftovers(paths: BuildPaths) -> None:
                     item.unlink(missing_ok=True)
 
 
-def _build_locked(project: Project, name: str, baseline: Baseline, paths: BuildPaths, options: BuildOptions,
-                  report: Report, connect: Callable[[], Any] | None) -> BuildResult:  # fmt: skip
+def _build_locked(
+    project: Project,
+    name: str,
+    baseline: Baseline,
+    paths: BuildPaths,
+    options: BuildOptions,
+    report: Report,
+    connect: Callable[[], Any] | None,
+) -> BuildResult:
     result = BuildResult(name, baseline.version, "", paths.tarball, paths.manifest, rebuilt=False)
 
     if stale_reason(baseline) is not None:
@@ -309,12 +315,25 @@ def _build_locked(project: Project, name: str, baseline: Baseline, paths: BuildP
         with _step(result, "env", report) as detail:
             locked = read_lock(baseline, options.platform)
             refs = resolve_channels(baseline.channels, project.mirrors(), baseline.path.parent)
-            marker = {"name": baseline.name, "version": baseline.version, "platform": options.platform,
-                      "lock_hash": lock_hash(baseline.path)}  # fmt: skip
-            installed = install_env(locked, refs, paths.env, project.package_cache, project.config.pip_index_url,
-                                    report=report, markers={BASELINE_MARKER: marker})  # fmt: skip
-            detail.append(f"{installed.conda_packages} conda + {installed.pip_packages} pip packages, "
-                          f"cache hits {installed.cache_hits}/{installed.conda_packages}")  # fmt: skip
+            marker = {
+                "name": baseline.name,
+                "version": baseline.version,
+                "platform": options.platform,
+                "lock_hash": lock_hash(baseline.path),
+            }
+            installed = install_env(
+                locked,
+                refs,
+                paths.env,
+                project.package_cache,
+                project.config.pip_index_url,
+                report=report,
+                markers={BASELINE_MARKER: marker},
+            )
+            detail.append(
+                f"{installed.conda_packages} conda + {installed.pip_packages} pip packages, "
+                f"cache hits {installed.cache_hits}/{installed.conda_packages}"
+            )
         with _step(result, "lint", report) as detail:
             findings = lint_env(paths.env, [baseline.image.prefix])
             raise_on_errors(name, findings, f"invoke build-baseline {name}")
@@ -322,8 +341,14 @@ def _build_locked(project: Project, name: str, baseline: Baseline, paths: BuildP
             detail.append(f"{len(result.warnings)} warning(s)")
         with _step(result, "pack", report) as detail:
             normalise_mtimes(paths.env, FIXED_MTIME)
-            packed = pack_env(paths.env, paths.tarball, baseline.pack.format, baseline.pack.compress_level,
-                              baseline.pack.threads, report)  # fmt: skip
+            packed = pack_env(
+                paths.env,
+                paths.tarball,
+                baseline.pack.format,
+                baseline.pack.compress_level,
+                baseline.pack.threads,
+                report,
+            )
             detail.append(f"{packed.size / 1e6:.1f} MB {baseline.pack.format}")
         image_info = None
         write_json_atomic(
@@ -342,8 +367,16 @@ def _build_locked(project: Project, name: str, baseline: Baseline, paths: BuildP
     return result
 
 
-def _image_steps(project: Project, paths: BuildPaths, key: str, options: BuildOptions, result: BuildResult,
-                 report: Report, connect: Callable[[], Any] | None, image_info: dict[str, Any] | None) -> None:  # fmt: skip
+def _image_steps(
+    project: Project,
+    paths: BuildPaths,
+    key: str,
+    options: BuildOptions,
+    result: BuildResult,
+    report: Report,
+    connect: Callable[[], Any] | None,
+    image_info: dict[str, Any] | None,
+) -> None:
     from . import images, smoke
 
     baseline = paths.baseline
@@ -387,9 +420,13 @@ def _image_steps(project: Project, paths: BuildPaths, key: str, options: BuildOp
         )
     result.image_tags = tags
     manifest = _read_manifest(paths.manifest) or {}
-    manifest["image"] = {"tags": list(tags), "id": built.id, "base": baseline.image.base,
-                         "spec": baseline.image.model_dump(mode="json"),
-                         "activation": {k: v.shown(k) for k, v in activation.items()}}  # fmt: skip
+    manifest["image"] = {
+        "tags": list(tags),
+        "id": built.id,
+        "base": baseline.image.base,
+        "spec": baseline.image.model_dump(mode="json"),
+        "activation": {k: v.shown(k) for k, v in activation.items()},
+    }
     write_json_atomic(paths.manifest, manifest)
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from .atomic import Report, silent, write_atomic, write_json_atomic
 from .channels import DEFAULT_CHANNEL_ALIAS, resolve_channel, split_credentials
-from .errors import BaselinerError
+from .errors import CacheError
 from .lock import read_lock_records
 from .locking import is_scratch, leftovers, scratch, sweep
 from .pack import sha256_file
@@ -37,10 +37,6 @@ from .store import Store
 
 if TYPE_CHECKING:
     from rattler import RepoDataRecord
-
-
-class CacheError(BaselinerError):
-    """The shared package cache could not be filled or is unsound."""
 
 
 def dist_name(fn: str) -> str:
@@ -305,8 +301,12 @@ def _tree_bytes(root: Path) -> int:
 
 def stats(cache: Path, wanted: Mapping[str, Wanted]) -> dict[str, object]:
     """Packages, bytes, sharing, and bytes saved against a separate cache per baseline."""
-    sizes = {fn: _tree_bytes(cache / dist_name(fn)) + ((cache / fn).stat().st_size if (cache / fn).is_file() else 0)
-             for fn in wanted if (cache / dist_name(fn)).is_dir()}  # fmt: skip
+    sizes = {
+        fn: _tree_bytes(cache / dist_name(fn))
+        + ((cache / fn).stat().st_size if (cache / fn).is_file() else 0)
+        for fn in wanted
+        if (cache / dist_name(fn)).is_dir()
+    }
     shared_by = Counter(len(w.users) for w in wanted.values())
     separate = sum(sizes.get(fn, 0) * len(w.users) for fn, w in wanted.items())
     total = sum(sizes.values())

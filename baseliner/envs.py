@@ -106,9 +106,21 @@ def install_pip(pip_lock: Path, staging: Path, index_url: str | None, uv_cache: 
 
     python = staging / "bin" / "python"
     cmd = [
-        find_uv_bin(), "pip", "install", "--python", str(python), "--no-deps", "--require-hashes",
-        "--no-config", "--link-mode", "hardlink", "--cache-dir", str(uv_cache), "-r", str(pip_lock),
-    ]  # fmt: skip
+        find_uv_bin(),
+        "pip",
+        "install",
+        "--python",
+        str(python),
+        "--no-deps",
+        "--require-hashes",
+        "--no-config",
+        "--link-mode",
+        "hardlink",
+        "--cache-dir",
+        str(uv_cache),
+        "-r",
+        str(pip_lock),
+    ]
     if index_url:
         cmd += ["--index-url", index_url]
     env = {**os.environ, "UV_NO_PROGRESS": "1", "VIRTUAL_ENV": ""}

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 # Credentials that may ride in a channel or registry URL: user:password@ and conda's /t/<token>/.
 _USERINFO = re.compile(r"(?<=://)[^/@\s:]+:[^/@\s]+@")
@@ -48,7 +49,9 @@ class Location:
 
 @dataclass
 class BaselinerError(Exception):
-    """Base of every error a user can cause."""
+    """Base of every error a user can cause (exit code 1 when no subclass says more)."""
+
+    exit_code: ClassVar[int] = 1
 
     message: str
     where: Location | None = None
@@ -74,40 +77,127 @@ class BaselinerError(Exception):
 
 
 class SpecError(BaselinerError):
-    """A baseline, overlay or org config file is invalid."""
+    """A baseline, overlay or org-channel spec is invalid."""
+
+    exit_code = 2
 
 
 class ConfigError(BaselinerError):
-    """The org config (baseliner.yaml) is invalid."""
+    """The org config (baseliner.yaml) is invalid or lacks what a command needs."""
+
+    exit_code = 3
 
 
 class ChannelError(BaselinerError):
-    """A channel could not be seeded, indexed, served or read."""
+    """A channel could not be built, seeded, indexed, served or read."""
+
+    exit_code = 4
 
 
 class LockError(BaselinerError):
     """Solving failed, or a lock is missing, stale or malformed."""
 
-
-class RenderError(BaselinerError):
-    """A template could not be rendered, or a value failed the allowlist."""
+    exit_code = 5
 
 
 class EnvError(BaselinerError):
     """Installing an environment failed."""
 
+    exit_code = 6
+
 
 class LintError(BaselinerError):
     """An environment has problems that must be fixed before packing."""
 
+    exit_code = 7
+
 
 class PackError(BaselinerError):
-    """Packing or unpacking a tarball failed."""
+    """Packing, unpacking or applying a tarball failed."""
+
+    exit_code = 8
 
 
 class ImageError(BaselinerError):
     """Building, tagging, pushing or smoke-testing an image failed."""
 
+    exit_code = 9
+
 
 class DockerUnavailable(ImageError):
     """No Docker Engine can be reached."""
+
+    exit_code = 10
+
+
+class StoreError(BaselinerError):
+    """The artifact store is unreachable, incomplete or corrupt, or refuses a changed version."""
+
+    exit_code = 11
+
+
+class CacheError(BaselinerError):
+    """The shared package cache could not be filled or is unsound."""
+
+    exit_code = 12
+
+
+class Locked(BaselinerError):
+    """Another process holds a lock for longer than we may wait."""
+
+    exit_code = 13
+
+
+class RenderError(BaselinerError):
+    """A template could not be rendered, or a value failed the allowlist."""
+
+    exit_code = 14
+
+
+class ArtifactError(BaselinerError):
+    """A file baseliner wrote (manifest, index, marker, report) is malformed or of an unknown version."""
+
+    exit_code = 15
+
+
+class SbomError(BaselinerError):
+    """The SBOM does not validate against the CycloneDX schema."""
+
+    exit_code = 16
+
+
+class ActivationError(BaselinerError):
+    """An activation script failed, or exports what an image cannot carry."""
+
+    exit_code = 17
+
+
+class DiskFullError(BaselinerError):
+    """The disk filled up (ENOSPC); nothing partial was kept."""
+
+    exit_code = 18
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc`, or an exception it was raised from, is an OSError with errno ENOSPC."""
+    import errno
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def error_classes() -> list[type[BaselinerError]]:
+    """Every error class, base first: each has its own exit code (the README lists them)."""
+    out: list[type[BaselinerError]] = [BaselinerError]
+    pending = list(BaselinerError.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        out.append(cls)
+        pending += cls.__subclasses__()
+    return sorted(out, key=lambda c: c.exit_code)

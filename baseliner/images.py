@@ -311,8 +311,12 @@ def smoke_test(
     if not read_only:
         problems.append(f"{shared_cache} is writable although the volume is mounted read-only")
     if problems:
-        raise ImageError(f"smoke test of {ref} failed", details=problems, detail_limit=10,
-                         hint="fix the spec (missing dependency?) and build again")  # fmt: skip
+        raise ImageError(
+            f"smoke test of {ref} failed",
+            details=problems,
+            detail_limit=10,
+            hint="fix the spec (missing dependency?) and build again",
+        )
     return SmokeReport(int(data["uid"]), tuple(data["imported"]), plan.entry_points, read_only)
 
 
@@ -320,11 +324,16 @@ def _shared_cache_is_read_only(client: docker.DockerClient, ref: str, path: str)
     volume = client.volumes.create(labels={TEST_LABEL: "smoke"})
     try:
         probe = run(
-            client, ref,
-            ["sh", "-c", f'test -d "{path}" && case ",$CONDA_PKGS_DIRS," in *",{path},"*) ;; *) exit 3;; esac; '
-                         f'touch "{path}/.baseliner-write-probe" 2>/dev/null && exit 0; exit 1'],
+            client,
+            ref,
+            [
+                "sh",
+                "-c",
+                f'test -d "{path}" && case ",$CONDA_PKGS_DIRS," in *",{path},"*) ;; *) exit 3;; esac; '
+                f'touch "{path}/.baseliner-write-probe" 2>/dev/null && exit 0; exit 1',
+            ],
             volumes={volume.name: {"bind": path, "mode": "ro"}},
-        )  # fmt: skip
+        )
         return probe.exit_code == 1
     finally:
         volume.remove(force=True)
@@ -342,8 +351,10 @@ def push(client: docker.DockerClient, ref: str, repository: str, tag: str, repor
     try:
         for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
             if "error" in chunk:
-                raise ImageError(f"push of {repository}:{tag} failed: {chunk['error']}",
-                                 hint="check that the registry is reachable and you are logged in (`docker login`)")  # fmt: skip
+                raise ImageError(
+                    f"push of {repository}:{tag} failed: {chunk['error']}",
+                    hint="check that the registry is reachable and you are logged in (`docker login`)",
+                )
             if "status" in chunk and "id" not in chunk:
                 report(chunk["status"])
             aux = chunk.get("aux") or {}
@@ -389,8 +400,10 @@ def ensure_image(client: docker.DockerClient, ref: str, report: Report = silent)
         try:
             client.images.pull(ref)
         except APIError as exc:
-            raise ImageError(f"base image {ref} is not available: {exc.explanation or exc}",
-                             hint="pull it, or publish the base with --registry") from exc  # fmt: skip
+            raise ImageError(
+                f"base image {ref} is not available: {exc.explanation or exc}",
+                hint="pull it, or publish the base with --registry",
+            ) from exc
     return str(client.images.get(ref).id)
 
 
@@ -409,13 +422,17 @@ def export_volume(
     """Create (or refill) a Docker volume holding a copy of `source` (the shared package cache)."""
     volume = client.volumes.create(name=volume_name, labels={"io.baseliner.shared-cache": "1"})
     result = run(
-        client, image,
+        client,
+        image,
         # No write bit anywhere: consumers (conda, py-rattler) then treat it as a read-only layer.
         ["sh", "-c", "cp -a /src/. /dst/ && chmod -R a+rX,a-w /dst"],
-        volumes={str(source.resolve()): {"bind": "/src", "mode": "ro"}, volume.name: {"bind": "/dst", "mode": "rw"}},
+        volumes={
+            str(source.resolve()): {"bind": "/src", "mode": "ro"},
+            volume.name: {"bind": "/dst", "mode": "rw"},
+        },
         user="0",
         timeout=1800,
-    )  # fmt: skip
+    )
     if result.exit_code != 0:
         raise ImageError(f"filling volume {volume_name} failed", details=result.output.splitlines()[-10:])
     return str(volume.name)

@@ -118,15 +118,18 @@ def _check_editables(prefix: Path) -> Iterable[Finding]:
                 continue
             if data.get("dir_info", {}).get("editable"):
                 yield Finding(
-                    "error", "editable",
+                    "error",
+                    "editable",
                     f"{direct.parent.name} is an editable install of {data.get('url', '?')}",
                     "install it as a normal package (a wheel) or move it to an overlay",
-                )  # fmt: skip
+                )
         for link in sorted(site.glob("*.egg-link")):
             yield Finding(
-                "error", "editable", f"{link.name} is an editable (develop) install",
+                "error",
+                "editable",
+                f"{link.name} is an editable (develop) install",
                 "install the package normally instead of `setup.py develop` / `pip install -e`",
-            )  # fmt: skip
+            )
         for pth in sorted(site.glob("*.pth")):
             for line in pth.read_text(errors="replace").splitlines():
                 line = line.strip()
@@ -135,9 +138,11 @@ def _check_editables(prefix: Path) -> Iterable[Finding]:
                 target = (site / line).resolve()
                 if not target.is_relative_to(prefix.resolve()):
                     yield Finding(
-                        "error", "editable", f"{pth.name} adds {line} (outside the prefix) to sys.path",
+                        "error",
+                        "editable",
+                        f"{pth.name} adds {line} (outside the prefix) to sys.path",
                         "remove the .pth file or install the package into the environment",
-                    )  # fmt: skip
+                    )
 
 
 def _check_conda_files(
@@ -169,15 +174,26 @@ def _check_conda_files(
             if placeholder and entry.get("file_mode") == "binary" and longest > len(placeholder):
                 too_long.append(f"{rel} (placeholder {len(placeholder)} chars)")
         if missing:
-            yield Finding("error", "missing-file", f"{label}: files listed in conda-meta are missing: {', '.join(first_few(missing))}",
-                          "rebuild the environment; something deleted package files")  # fmt: skip
+            yield Finding(
+                "error",
+                "missing-file",
+                f"{label}: files listed in conda-meta are missing: {', '.join(first_few(missing))}",
+                "rebuild the environment; something deleted package files",
+            )
         if changed:
-            yield Finding("error", "changed-file", f"{label}: files differ from conda-meta: {', '.join(first_few(changed))}",
-                          "rebuild the environment; a later install step modified package files")  # fmt: skip
+            yield Finding(
+                "error",
+                "changed-file",
+                f"{label}: files differ from conda-meta: {', '.join(first_few(changed))}",
+                "rebuild the environment; a later install step modified package files",
+            )
         if too_long:
-            yield Finding("error", "prefix-length",
-                          f"{label}: prefix of {longest} chars is longer than the binary placeholder of {', '.join(first_few(too_long))}",
-                          "choose a shorter env prefix (image.prefix or the build directory)")  # fmt: skip
+            yield Finding(
+                "error",
+                "prefix-length",
+                f"{label}: prefix of {longest} chars is longer than the binary placeholder of {', '.join(first_few(too_long))}",
+                "choose a shorter env prefix (image.prefix or the build directory)",
+            )
 
 
 def _check_symlinks(prefix: Path) -> Iterable[Finding]:
@@ -196,8 +212,12 @@ def _check_symlinks(prefix: Path) -> Iterable[Finding]:
                 if not resolved.is_relative_to(root):
                     escaping.append(f"{path.relative_to(prefix)} -> {target}")
     if escaping:
-        yield Finding("error", "symlink-escape", f"symlinks point outside the prefix: {', '.join(first_few(escaping))}",
-                      "make the links relative to files inside the environment")  # fmt: skip
+        yield Finding(
+            "error",
+            "symlink-escape",
+            f"symlinks point outside the prefix: {', '.join(first_few(escaping))}",
+            "make the links relative to files inside the environment",
+        )
 
 
 def lint_env(prefix: Path, relocation_targets: Iterable[str] = ()) -> list[Finding]:

@@ -35,11 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import BaselinerError
-
-
-class Locked(BaselinerError):
-    """Another process holds a lock for longer than we may wait."""
+from .errors import Locked
 
 
 @contextlib.contextmanager

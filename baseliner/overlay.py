@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from .artifacts import Manifest, read
 from .atomic import Report, silent, write_atomic
 from .channels import DEFAULT_CHANNEL_ALIAS, ChannelRef, credentials, resolve_channels
 from .errors import LockError, SpecError
@@ -123,8 +124,10 @@ def resolve_base(overlay: Overlay, store: Store | None, work: Path) -> Base:
     if "@" in extends and not extends.endswith((".lock", ".json")):
         name, version = extends.split("@", 1)
         if store is None:
-            raise SpecError(f"overlay {overlay.spec.name!r} extends {extends} but no artifact store is configured",
-                            hint="set `store:` in baseliner.yaml, pass --store, or extend a path to a lock")  # fmt: skip
+            raise SpecError(
+                f"overlay {overlay.spec.name!r} extends {extends} but no artifact store is configured",
+                hint="set `store:` in baseliner.yaml, pass --store, or extend a path to a lock",
+            )
         manifest = store.manifest(name, version)
         target = work / f"{name}-{version}"
         for filename in manifest.get("files", {}):
@@ -138,7 +141,7 @@ def resolve_base(overlay: Overlay, store: Store | None, work: Path) -> Base:
             f"overlay {overlay.spec.name!r}: base {extends!r} does not exist", hint="fix `extends:`"
         )
     if path.name == "manifest.json":
-        manifest = json.loads(path.read_text())
+        manifest = read(Manifest, path).model_dump(mode="json")
         lock = path.with_name(f"{manifest['name']}.lock")
         return Base(
             manifest["name"],
@@ -214,9 +217,14 @@ def lock_overlay(
 
 
 def _lock_overlay(
-    overlay: Overlay, base: Base, mirrors: dict[str, str], cache: Path, pip_index_url: str | None,
-    allow_base_changes: bool, report: Report,
-) -> OverlayLock:  # fmt: skip
+    overlay: Overlay,
+    base: Base,
+    mirrors: dict[str, str],
+    cache: Path,
+    pip_index_url: str | None,
+    allow_base_changes: bool,
+    report: Report,
+) -> OverlayLock:
     from rattler import LockChannel, LockFile, LockPlatform
 
     spec = overlay.spec

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .artifacts import DeltaManifest, EnvMarker, read
 from .atomic import Report, silent, write_json_atomic
 from .channels import credentials
 from .condapkg import FIXED_MTIME
 from .config import Project
 from .envs import BASELINE_MARKER, OVERLAY_MARKER, conda_records, install_env, normalise_mtimes
-from .errors import PackError
+from .errors import LockError, PackError, StoreError
 from .lint import lint_env, pip_distributions, raise_on_errors
 from .lock import LockedEnv, read_lock_records
 from .locking import scratch
@@ -73,8 +74,10 @@ def build_overlay(
 ) -> OverlayBuild:
     reason = overlay_stale_reason(overlay, base)
     if reason is not None:
-        raise PackError(f"the lock of overlay {overlay.spec.name!r} is out of date: {reason}",
-                        hint=f"run `baseliner lock-overlay {overlay.path.name}`")  # fmt: skip
+        raise LockError(
+            f"the lock of overlay {overlay.spec.name!r} is out of date: {reason}",
+            hint=f"run `baseliner lock-overlay {overlay.path.name}`",
+        )
     header = read_header(overlay.lock_path)
     layered = header.get("layered") == "true"
     base_channels, base_records = read_lock_records(base.lock, platform)
@@ -104,8 +107,16 @@ def build_overlay(
         f"installing {overlay.spec.name}: {len(base_records)} base + {len(delta_records)} delta conda packages"
     )
     with credentials(list(project.mirrors().values())):
-        install_env(locked, refs, env, project.package_cache, project.config.pip_index_url, report=report,
-                    extra_pip_locks=[pip_delta] if pip_delta.is_file() else [], markers=markers)  # fmt: skip
+        install_env(
+            locked,
+            refs,
+            env,
+            project.package_cache,
+            project.config.pip_index_url,
+            report=report,
+            extra_pip_locks=[pip_delta] if pip_delta.is_file() else [],
+            markers=markers,
+        )
     raise_on_errors(overlay.spec.name, lint_env(env, ["/opt/env"]), f"baseliner build-overlay {overlay.path}")
     normalise_mtimes(env, FIXED_MTIME)
     out_dir = project.dist_dir / "overlays" / overlay.spec.name
@@ -114,8 +125,15 @@ def build_overlay(
     )
     fmt = overlay.spec.pack.format
     report(f"packing the delta ({len(delta_files)} files) and the full environment")
-    delta = pack_env(env, out_dir / f"{name}.delta.{fmt}", fmt, overlay.spec.pack.compress_level,
-                     overlay.spec.pack.threads, report, only=delta_files if layered else None)  # fmt: skip
+    delta = pack_env(
+        env,
+        out_dir / f"{name}.delta.{fmt}",
+        fmt,
+        overlay.spec.pack.compress_level,
+        overlay.spec.pack.threads,
+        report,
+        only=delta_files if layered else None,
+    )
     full = pack_env(
         env,
         out_dir / f"{name}.full.{fmt}",
@@ -141,7 +159,9 @@ def build_overlay(
         "full": {"name": full.path.name, "sha256": full.sha256, "size": full.size},
         "packages": sorted(f"{_n(r)}={r.version}={r.build}" for r in delta_records),
     }
-    manifest_path = write_json_atomic(out_dir / "manifest.json", manifest)
+    manifest_path = write_json_atomic(
+        out_dir / "manifest.json", DeltaManifest.model_validate(manifest).model_dump(mode="json")
+    )
     return OverlayBuild(env, delta, full, manifest_path, layered, tuple(delta_files), delta_bytes)
 
 
@@ -172,16 +192,20 @@ def apply_delta(tarball: Path, base_prefix: Path, verify: bool = True, report: R
     info = _delta_manifest(tarball)
     marker = base_prefix / BASELINE_MARKER
     if not marker.is_file():
-        raise PackError(f"{base_prefix} is not an unpacked baseline (no {BASELINE_MARKER})",
-                        hint=f"unpack the base there first: `baseliner unpack {_base_tarball(info)} {base_prefix}`")  # fmt: skip
-    have = json.loads(marker.read_text())
+        raise PackError(
+            f"{base_prefix} is not an unpacked baseline (no {BASELINE_MARKER})",
+            hint=f"unpack the base there first: `baseliner unpack {_base_tarball(info)} {base_prefix}`",
+        )
+    have = read(EnvMarker, marker).model_dump()
     if have.get("lock_hash") != info["base_lock_hash"]:
         raise PackError(
             f"refusing to apply {tarball.name}: it was built on another base",
-            details=[f"delta needs {info['base']} (lock {info['base_lock_hash'][:12]})",
-                     f"{base_prefix} holds {have.get('name')}@{have.get('version')} (lock {str(have.get('lock_hash'))[:12]})"],
+            details=[
+                f"delta needs {info['base']} (lock {info['base_lock_hash'][:12]})",
+                f"{base_prefix} holds {have.get('name')}@{have.get('version')} (lock {str(have.get('lock_hash'))[:12]})",
+            ],
             hint="unpack the base the overlay was built on, or rebuild the overlay on this base",
-        )  # fmt: skip
+        )
     problems: list[str] = []
     with open_tarball(tarball) as tar:
         for member in tar:
@@ -232,14 +256,16 @@ def build_overlay_image(
     from .spec import ImageSpec
 
     if not built.layered:
-        raise PackError(
+        raise LockError(
             f"overlay {overlay.spec.name!r} is not layered (--allow-base-changes); build a full image instead"
         )
     image_info = (base.manifest or {}).get("image") or {}
     base_ref = image_info.get("digest") or image_info.get("id")
     if not base_ref:
-        raise PackError(f"base {base.ref} was published without an image",
-                        hint="build and publish the base with its image (and --registry for a digest)")  # fmt: skip
+        raise StoreError(
+            f"base {base.ref} was published without an image",
+            hint="build and publish the base with its image (and --registry for a digest)",
+        )
     images.ensure_image(client, base_ref, report)
     spec_image = ImageSpec(**{k: v for k, v in (image_info.get("spec") or {}).items()})
     tag = overlay_image_tag(overlay, base)
@@ -253,8 +279,17 @@ def build_overlay_image(
     }
     if "@" in base_ref:
         labels["org.opencontainers.image.base.digest"] = base_ref.split("@", 1)[1]
-    context = render_overlay_context(overlay.spec.name, overlay.path.name, base_ref, built.delta.path.name,
-                                     overlay.spec.pack.format, files, labels, spec_image, project.templates_dir)  # fmt: skip
+    context = render_overlay_context(
+        overlay.spec.name,
+        overlay.path.name,
+        base_ref,
+        built.delta.path.name,
+        overlay.spec.pack.format,
+        files,
+        labels,
+        spec_image,
+        project.templates_dir,
+    )
     with tempfile.TemporaryDirectory(prefix="baseliner-overlay-") as tmp:
         for name, data in context.items():
             (Path(tmp) / name).write_bytes(data)
@@ -272,9 +307,16 @@ def _as_baseline(overlay: Overlay, image: Any) -> Any:
     from .spec import Baseline, Requirement
 
     return Baseline(
-        name=overlay.spec.name, version="overlay", description="", path=overlay.path, chain=(overlay.spec.name,),
-        channels=(), platforms=tuple(overlay.spec.platforms),
+        name=overlay.spec.name,
+        version="overlay",
+        description="",
+        path=overlay.path,
+        chain=(overlay.spec.name,),
+        channels=(),
+        platforms=tuple(overlay.spec.platforms),
         conda=tuple(Requirement(s, overlay.spec.name) for s in overlay.spec.conda),
         pip=tuple(Requirement(s, overlay.spec.name) for s in overlay.spec.pip),
-        virtual_packages={}, image=image, pack=overlay.spec.pack,
-    )  # fmt: skip
+        virtual_packages={},
+        image=image,
+        pack=overlay.spec.pack,
+    )

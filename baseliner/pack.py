@@ -279,9 +279,11 @@ def conda_unpack(prefix: Path, report: Report = silent) -> None:
         return
     report(f"conda-unpack in {prefix}")
     proc = subprocess.run(
-        [str(prefix / "bin" / "python"), str(script)], capture_output=True, text=True,
+        [str(prefix / "bin" / "python"), str(script)],
+        capture_output=True,
+        text=True,
         env={**os.environ, "PATH": f"{prefix / 'bin'}:{os.environ.get('PATH', '')}"},
-    )  # fmt: skip
+    )
     if proc.returncode != 0:
         raise PackError(
             f"conda-unpack failed in {prefix}",

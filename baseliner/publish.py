@@ -14,8 +14,14 @@ from .lock import lock_files
 from .store import Store, publish, published_entry
 
 
-def publish_baseline(project: Project, name: str, store: Store, registry: str | None = None,
-                     report: Report = silent, platform: str = "linux-64") -> dict[str, Any]:  # fmt: skip
+def publish_baseline(
+    project: Project,
+    name: str,
+    store: Store,
+    registry: str | None = None,
+    report: Report = silent,
+    platform: str = "linux-64",
+) -> dict[str, Any]:
     """Push the image tags to `registry` (HOST[:PORT]/ORG) when given, then publish to `store`.
 
     A version already published with other content is refused before anything is pushed, and so

@@ -14,15 +14,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import BaselinerError
+from .errors import SbomError
 from .orgchannel import std_renames
 from .pypi import normalise
 
 SCHEMA = "1.6"
-
-
-class SbomError(BaselinerError):
-    """The SBOM does not validate against the CycloneDX schema."""
 
 
 def sbom_json(manifest: Mapping[str, Any]) -> str:
@@ -50,17 +46,23 @@ def sbom_json(manifest: Mapping[str, Any]) -> str:
             "type": pkg["type"],
         }
         conda[pkg["name"]] = Component(
-            name=pkg["name"], version=pkg["version"], type=ComponentType.LIBRARY, bom_ref=f"conda:{pkg['name']}",
+            name=pkg["name"],
+            version=pkg["version"],
+            type=ComponentType.LIBRARY,
+            bom_ref=f"conda:{pkg['name']}",
             purl=PackageURL(type="conda", name=pkg["name"], version=pkg["version"], qualifiers=qualifiers),
             hashes=[HashType(alg=HashAlgorithm.SHA_256, content=pkg["sha256"])],
-        )  # fmt: skip
+        )
     pip: dict[str, Component] = {}
     for pkg in manifest["packages"]["pip"]:
         pip[pkg["name"]] = Component(
-            name=pkg["name"], version=pkg["version"], type=ComponentType.LIBRARY, bom_ref=f"pypi:{pkg['name']}",
+            name=pkg["name"],
+            version=pkg["version"],
+            type=ComponentType.LIBRARY,
+            bom_ref=f"pypi:{pkg['name']}",
             purl=PackageURL(type="pypi", name=pkg["name"], version=pkg["version"]),
             hashes=[HashType(alg=HashAlgorithm.SHA_256, content=h) for h in pkg["sha256"]],
-        )  # fmt: skip
+        )
     for component in [*conda.values(), *pip.values()]:
         bom.components.add(component)
     bom.register_dependency(root, [*conda.values(), *pip.values()])

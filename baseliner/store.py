@@ -33,17 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .artifacts import Manifest, StoreIndex, load, read
 from .atomic import write_atomic, write_json_atomic
-from .errors import BaselinerError
+from .errors import StoreError
 from .locking import scratch
 from .pack import sha256_file
 from .sbom import sbom_json
 
 INDEX_VERSION = 1
-
-
-class StoreError(BaselinerError):
-    """The artifact store is unreachable, incomplete or corrupt."""
 
 
 @dataclass(frozen=True)
@@ -99,10 +96,9 @@ class Store:
     def index(self) -> dict[str, Any]:
         if not self.is_remote and not (self.path / "index.json").is_file():
             return {"schema_version": INDEX_VERSION, "baselines": {}}
-        index = self.read_json("index.json")
-        if index.get("schema_version") != INDEX_VERSION or not isinstance(index.get("baselines"), dict):
-            raise StoreError("store index.json is not a baseliner index", hint="check the store location")
-        return index
+        self.read_json("index.json")  # corrupt or missing: a StoreError first
+        where = f"{self.location.rstrip('/')}/index.json"
+        return load(StoreIndex, self.read_bytes("index.json"), where).model_dump(mode="json")
 
     def manifest(self, name: str, version: str) -> dict[str, Any]:
         entries = self.index()["baselines"].get(name, {})
@@ -113,7 +109,11 @@ class Store:
                 details=[f"published versions of {name}: {', '.join(known) if known else 'none'}"],
                 hint=f"run `invoke publish {name}` in the baselines repo",
             )
-        return self.read_json(f"{name}/{version}/manifest.json")
+        rel = f"{name}/{version}/manifest.json"
+        self.read_json(rel)
+        return load(Manifest, self.read_bytes(rel), f"{self.location.rstrip('/')}/{rel}").model_dump(
+            mode="json"
+        )
 
     def fetch(self, name: str, version: str, filename: str, dest: Path) -> Path:
         """Copy one file of a published version to `dest`, checking its sha256 when the manifest has it."""
@@ -123,8 +123,10 @@ class Store:
         import hashlib
 
         if expected and hashlib.sha256(data).hexdigest() != expected:
-            raise StoreError(f"store file {name}/{version}/{filename} does not match its manifest checksum",
-                             hint="the store entry is corrupt; publish again")  # fmt: skip
+            raise StoreError(
+                f"store file {name}/{version}/{filename} does not match its manifest checksum",
+                hint="the store entry is corrupt; publish again",
+            )
         return write_atomic(dest, data)
 
 
@@ -177,15 +179,17 @@ def publish(store: Store, manifest_path: Path, lock_files: list[Path]) -> dict[s
     Identical content already published is a no-op; other content under its version is refused."""
     root = store.path
     out_dir = manifest_path.parent
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read(Manifest, manifest_path).model_dump(mode="json")
     name, version = manifest["name"], manifest["version"]
     existing = published_entry(store, manifest)
     if existing is not None:
         return existing
     tarball = out_dir / manifest["tarball"]["name"]
     if not tarball.is_file() or sha256_file(tarball) != manifest["tarball"]["sha256"]:
-        raise StoreError(f"the built tarball of {name} {version} is missing or changed",
-                         hint=f"run `invoke build-baseline {name}` first")  # fmt: skip
+        raise StoreError(
+            f"the built tarball of {name} {version} is missing or changed",
+            hint=f"run `invoke build-baseline {name}` first",
+        )
     with scratch(root, f"publish-{name}-{version}") as tmp:
         staging = tmp / "version"
         staging.mkdir()

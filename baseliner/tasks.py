@@ -33,7 +33,7 @@ def _user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except BaselinerError as exc:
-            raise Exit(exc.render(), code=1) from None
+            raise Exit(exc.render(), code=exc.exit_code) from None
         except KeyboardInterrupt:
             raise Exit("interrupted", code=130) from None
 
@@ -86,7 +86,7 @@ def validate(c: Context, name: str = "", json: bool = False) -> None:
             if r["ok"]:
                 console.print(f"[green]ok[/green] {r['name']} ({' -> '.join(r['chain'])})")
     if failures:
-        raise Exit("\n".join(f.render() for f in failures), code=1)
+        raise Exit("\n".join(f.render() for f in failures), code=failures[0].exit_code)
 
 
 @task(
@@ -183,8 +183,14 @@ def channel(
     iterable=["update"],
 )
 @_user_errors
-def lock(c: Context, name: str = "", check: bool = False, update: list[str] | None = None, force: bool = False,
-         json: bool = False) -> None:  # fmt: skip
+def lock(
+    c: Context,
+    name: str = "",
+    check: bool = False,
+    update: list[str] | None = None,
+    force: bool = False,
+    json: bool = False,
+) -> None:
     """Solve with py-rattler and write NAME.lock, @EXPLICIT files and the pip lock next to the spec.
 
     A re-lock keeps every locked package the changed spec does not need to move."""
@@ -217,9 +223,14 @@ def lock(c: Context, name: str = "", check: bool = False, update: list[str] | No
             continue
         with console.status(f"locking {baseline.name}"):
             written = lock_baseline(
-                baseline, proj.mirrors(), proj.build_dir, proj.config.pip_index_url, _report,
-                update=update or [], fresh=force,
-            )  # fmt: skip
+                baseline,
+                proj.mirrors(),
+                proj.build_dir,
+                proj.config.pip_index_url,
+                _report,
+                update=update or [],
+                fresh=force,
+            )
         for path in written:
             console.print(f"[green]wrote[/green] {path.relative_to(proj.root)}")
 
@@ -527,9 +538,19 @@ def drift(c: Context, prefix: str, baseline: str, store: str = "", json: bool = 
     },
 )
 @_user_errors
-def cache_task(c: Context, directory: str = "", store: str = "", verify: bool = False, repair: bool = False,
-               prune: bool = False, yes: bool = False, stats: bool = False, json: bool = False,
-               export_volume: str = "", export_tar: str = "") -> None:  # fmt: skip
+def cache_task(
+    c: Context,
+    directory: str = "",
+    store: str = "",
+    verify: bool = False,
+    repair: bool = False,
+    prune: bool = False,
+    yes: bool = False,
+    stats: bool = False,
+    json: bool = False,
+    export_volume: str = "",
+    export_tar: str = "",
+) -> None:
     """Fill the shared conda package cache with every package of every published baseline."""
     import shlex
 
@@ -547,21 +568,31 @@ def cache_task(c: Context, directory: str = "", store: str = "", verify: bool = 
             console.print(f"refilled {len(filled.added)} package(s)")
             result = shared.verify(target)
         if json:
-            _emit_json({"corrupt": result.corrupt, "missing": result.missing, "foreign": result.foreign,
-                        "leftovers": result.leftovers, "damaged": result.damaged})  # fmt: skip
+            _emit_json(
+                {
+                    "corrupt": result.corrupt,
+                    "missing": result.missing,
+                    "foreign": result.foreign,
+                    "leftovers": result.leftovers,
+                    "damaged": result.damaged,
+                }
+            )
         if not result.sound:
             flag = (
                 "" if target == proj.build_dir / "shared-pkgs" else f" --directory {shlex.quote(str(target))}"
             )
             raise shared.CacheError(
                 f"shared cache {target} is not sound",
-                details=[*(f"leftover of an interrupted run: {p}" for p in result.leftovers),
-                         *(f"corrupt: {p}" for p in result.corrupt), *(f"missing: {p}" for p in result.missing),
-                         *(f"foreign: {p}" for p in result.foreign)],
+                details=[
+                    *(f"leftover of an interrupted run: {p}" for p in result.leftovers),
+                    *(f"corrupt: {p}" for p in result.corrupt),
+                    *(f"missing: {p}" for p in result.missing),
+                    *(f"foreign: {p}" for p in result.foreign),
+                ],
                 detail_limit=10,
                 hint=f"run `invoke cache --verify --repair{flag}` (leftovers and damaged packages are ours to "
-                     "restore; a foreign entry is not: remove it by hand if nothing needs it)",
-            )  # fmt: skip
+                "restore; a foreign entry is not: remove it by hand if nothing needs it)",
+            )
         console.print(f"[green]ok[/green] {target} is sound")
         return
     if export_tar:
@@ -597,8 +628,17 @@ def cache_task(c: Context, directory: str = "", store: str = "", verify: bool = 
     )
 
 
-def _audit(roots: list[str] | None, prefixes: list[str] | None, files: list[str] | None, caches: list[str] | None,
-           threshold: float, naming: str, stale_days: int, quota: int, expected: Any = None) -> Any:  # fmt: skip
+def _audit(
+    roots: list[str] | None,
+    prefixes: list[str] | None,
+    files: list[str] | None,
+    caches: list[str] | None,
+    threshold: float,
+    naming: str,
+    stale_days: int,
+    quota: int,
+    expected: Any = None,
+) -> Any:
     from .audit.findings import DEFAULT_NAMING
     from .audit.inventory import inventory
     from .audit.report import AuditOptions, run_audit
@@ -616,8 +656,15 @@ def _audit(roots: list[str] | None, prefixes: list[str] | None, files: list[str]
         return run_audit(envs, options, caches=[Path(c) for c in caches or []], expected=expected)
 
 
-def _propose_command(cluster: int, roots: list[str] | None, prefixes: list[str] | None, files: list[str] | None,
-                     caches: list[str] | None, threshold: float, out: str = "proposal") -> str:  # fmt: skip
+def _propose_command(
+    cluster: int,
+    roots: list[str] | None,
+    prefixes: list[str] | None,
+    files: list[str] | None,
+    caches: list[str] | None,
+    threshold: float,
+    out: str = "proposal",
+) -> str:
     """The invoke propose command that writes `cluster` of the audit run with these inputs."""
     import shlex
 
@@ -644,20 +691,41 @@ _AUDIT_HELP = {
 }
 
 
-@task(help={**_AUDIT_HELP, "json": "print the JSON report", "html": "write the HTML report to this file"},
-      iterable=["root", "prefix", "file", "cache"])  # fmt: skip
+@task(
+    help={**_AUDIT_HELP, "json": "print the JSON report", "html": "write the HTML report to this file"},
+    iterable=["root", "prefix", "file", "cache"],
+)
 @_user_errors
-def audit(c: Context, root: list[str] | None = None, prefix: list[str] | None = None, file: list[str] | None = None,
-          cache: list[str] | None = None, threshold: float = 0.9, naming: str = "", stale_days: int = 90, quota: int = 10,
-          json: bool = False, html: str = "") -> None:  # fmt: skip
+def audit(
+    c: Context,
+    root: list[str] | None = None,
+    prefix: list[str] | None = None,
+    file: list[str] | None = None,
+    cache: list[str] | None = None,
+    threshold: float = 0.9,
+    naming: str = "",
+    stale_days: int = 90,
+    quota: int = 10,
+    json: bool = False,
+    html: str = "",
+) -> None:
     """Find duplicate environments, count their disk honestly, list findings and proposals."""
     from rich.table import Table
 
     from .audit.report import as_json, expected_from_store
     from .audit.report import html as render_html
 
-    result = _audit(root, prefix, file, cache, threshold, naming, stale_days, quota,
-                    expected_from_store(_store(project(c), "")))  # fmt: skip
+    result = _audit(
+        root,
+        prefix,
+        file,
+        cache,
+        threshold,
+        naming,
+        stale_days,
+        quota,
+        expected_from_store(_store(project(c), "")),
+    )
     data = as_json(result)
     if html:
         Path(html).write_text(render_html(result, project(c).templates_dir))
@@ -671,23 +739,48 @@ def audit(c: Context, root: list[str] | None = None, prefix: list[str] | None = 
     for column in ("environment", "kind", "conda", "pip", "unique MB", "shared MB", "cluster"):
         table.add_column(column)
     for env in data["environments"]:
-        table.add_row(env["name"], env["kind"], str(env["conda"]), str(env["pip"]), f"{env['unique_bytes'] / 1e6:.1f}",
-                      f"{env['shared_bytes'] / 1e6:.1f}", "" if env["cluster"] is None else str(env["cluster"]))  # fmt: skip
+        table.add_row(
+            env["name"],
+            env["kind"],
+            str(env["conda"]),
+            str(env["pip"]),
+            f"{env['unique_bytes'] / 1e6:.1f}",
+            f"{env['shared_bytes'] / 1e6:.1f}",
+            "" if env["cluster"] is None else str(env["cluster"]),
+        )
     console.print(table)
     for finding in data["findings"]:
         console.print(f"[yellow]{finding['kind']}[/yellow] {finding['message']}")
     for proposal in data["proposals"]:
-        console.print(f"cluster {proposal['cluster']}: {len(proposal['members'])} envs -> {proposal['baseline']['name']} + "
-                      f"{len(proposal['overlays'])} overlays, frees {proposal['freed_bytes'] / 1e6:.1f} MB "
-                      f"(`{_propose_command(proposal['cluster'], root, prefix, file, cache, threshold)}`)")  # fmt: skip
+        console.print(
+            f"cluster {proposal['cluster']}: {len(proposal['members'])} envs -> {proposal['baseline']['name']} + "
+            f"{len(proposal['overlays'])} overlays, frees {proposal['freed_bytes'] / 1e6:.1f} MB "
+            f"(`{_propose_command(proposal['cluster'], root, prefix, file, cache, threshold)}`)"
+        )
 
 
-@task(help={**_AUDIT_HELP, "cluster": "cluster number from `invoke audit`", "out": "directory for the proposed specs"},
-      iterable=["root", "prefix", "file", "cache"])  # fmt: skip
+@task(
+    help={
+        **_AUDIT_HELP,
+        "cluster": "cluster number from `invoke audit`",
+        "out": "directory for the proposed specs",
+    },
+    iterable=["root", "prefix", "file", "cache"],
+)
 @_user_errors
-def propose(c: Context, cluster: int = -1, out: str = "proposal", root: list[str] | None = None, prefix: list[str] | None = None,
-            file: list[str] | None = None, cache: list[str] | None = None, threshold: float = 0.9, naming: str = "",
-            stale_days: int = 90, quota: int = 10) -> None:  # fmt: skip
+def propose(
+    c: Context,
+    cluster: int = -1,
+    out: str = "proposal",
+    root: list[str] | None = None,
+    prefix: list[str] | None = None,
+    file: list[str] | None = None,
+    cache: list[str] | None = None,
+    threshold: float = 0.9,
+    naming: str = "",
+    stale_days: int = 90,
+    quota: int = 10,
+) -> None:
     """Write the proposed baseline and one overlay per member for one cluster."""
     from .audit.propose import write
 
@@ -696,8 +789,11 @@ def propose(c: Context, cluster: int = -1, out: str = "proposal", root: list[str
         raise BaselinerError("which cluster? pass --cluster N", hint="run `invoke audit` to see the clusters")
     result = _audit(root, prefix, file, cache, threshold, naming, stale_days, quota)
     if not 0 <= cluster < len(result.proposals):
-        raise BaselinerError(f"no cluster {cluster}", details=[f"clusters: 0..{len(result.proposals) - 1}" if result.proposals else "none found"],
-                             hint="run `invoke audit` to see the clusters, or lower --threshold")  # fmt: skip
+        raise BaselinerError(
+            f"no cluster {cluster}",
+            details=[f"clusters: 0..{len(result.proposals) - 1}" if result.proposals else "none found"],
+            hint="run `invoke audit` to see the clusters, or lower --threshold",
+        )
     proposal = result.proposals[cluster]
     command = _propose_command(cluster, root, prefix, file, cache, threshold, out)
     for path in write(proposal, Path(out), command):
@@ -719,8 +815,15 @@ def propose(c: Context, cluster: int = -1, out: str = "proposal", root: list[str
     iterable=["root", "prefix", "cache"],
 )
 @_user_errors
-def clean(c: Context, root: list[str] | None = None, prefix: list[str] | None = None, cache: list[str] | None = None,
-          older_than: str = "90d", store: str = "", yes: bool = False) -> None:  # fmt: skip
+def clean(
+    c: Context,
+    root: list[str] | None = None,
+    prefix: list[str] | None = None,
+    cache: list[str] | None = None,
+    older_than: str = "90d",
+    store: str = "",
+    yes: bool = False,
+) -> None:
     """Remove stale environments and unreferenced cache packages (a dry run unless --yes)."""
     import re as _re
 
@@ -760,8 +863,34 @@ def export_env_task(c: Context, prefix: str, out: str = "") -> None:
         console.print(f"[green]wrote[/green] {path}")
 
 
+@task(positional=["name"], help={"name": "manifest, store-index, env-marker or delta-manifest"})
+@_user_errors
+def schema(c: Context, name: str) -> None:
+    """Print the JSON Schema of one of the files baseliner writes (for tools that read them)."""
+    from .artifacts import json_schema
+
+    _emit_json(json_schema(name))
+
+
 namespace = Collection(
-    validate, seed_channel, channel, lock, render, base_image, build_baseline_task, build_all, unpack, publish,
-    lock_overlay_task, build_overlay_task, drift, cache_task, audit, propose, clean, export_env_task,
-)  # fmt: skip
+    validate,
+    seed_channel,
+    channel,
+    lock,
+    render,
+    base_image,
+    build_baseline_task,
+    build_all,
+    unpack,
+    publish,
+    lock_overlay_task,
+    build_overlay_task,
+    drift,
+    cache_task,
+    audit,
+    propose,
+    clean,
+    export_env_task,
+    schema,
+)
 namespace.configure({"baseliner": {"root": None}})

@@ -80,8 +80,14 @@ def make_tree(root: Path, envs: int = 200, packages: int = 60, files: int = 25) 
             for f, rel in enumerate(rels):
                 (prefix / rel).parent.mkdir(parents=True, exist_ok=True)
                 os.link(cache / f"pkg{p}-1.0-0" / "lib" / f"f{f}.py", prefix / rel)
-            record = {"name": f"pkg{p}", "version": "1.0", "build": "0", "channel": "https://conda.anaconda.org/conda-forge/linux-64",
-                      "files": rels, "paths_data": {"paths": [{"_path": r, "size_in_bytes": 512} for r in rels]}}  # fmt: skip
+            record = {
+                "name": f"pkg{p}",
+                "version": "1.0",
+                "build": "0",
+                "channel": "https://conda.anaconda.org/conda-forge/linux-64",
+                "files": rels,
+                "paths_data": {"paths": [{"_path": r, "size_in_bytes": 512} for r in rels]},
+            }
             (prefix / "conda-meta" / f"pkg{p}-1.0-0.json").write_text(json.dumps(record))
 
 
@@ -93,8 +99,10 @@ def main() -> None:
     t10k = time.perf_counter() - start
     peak = rss_mb()
     print("baseliner audit benchmark")
-    print(f"cluster 10,000 envs x ~300 pkgs   {t10k:7.2f} s   {len(result.members())} clusters, {len(result.pairs)} pairs >= 0.9, "
-          f"peak RSS {peak:.0f} MB (+{peak - before:.0f} MB for clustering)")  # fmt: skip
+    print(
+        f"cluster 10,000 envs x ~300 pkgs   {t10k:7.2f} s   {len(result.members())} clusters, {len(result.pairs)} pairs >= 0.9, "
+        f"peak RSS {peak:.0f} MB (+{peak - before:.0f} MB for clustering)"
+    )
     small = envs[:2000]
     start = time.perf_counter()
     ours = similarity.cluster(small, 0.9)
@@ -116,9 +124,11 @@ def main() -> None:
         profiles = inventory([root / "envs"])
         usage = disk.measure([Path(p.location) for p in profiles] + [root / "pkgs"])
         t_scan = time.perf_counter() - start
-        print(f"scan {len(profiles)} prefixes, {entries} entries: inventory+disk {t_scan:.2f} s ({entries / t_scan:,.0f} entries/s) "
-              f"vs bare scandir+lstat {t_walk:.2f} s ({entries / t_walk:,.0f}/s)   ratio {t_scan / t_walk:.1f}x; "
-              f"disk total {usage.total / 1e6:.1f} MB")  # fmt: skip
+        print(
+            f"scan {len(profiles)} prefixes, {entries} entries: inventory+disk {t_scan:.2f} s ({entries / t_scan:,.0f} entries/s) "
+            f"vs bare scandir+lstat {t_walk:.2f} s ({entries / t_walk:,.0f}/s)   ratio {t_scan / t_walk:.1f}x; "
+            f"disk total {usage.total / 1e6:.1f} MB"
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 

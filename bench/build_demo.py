@@ -88,9 +88,14 @@ def main() -> None:
             ("tar.gz (level 4)", t_gz, gz.size),
             ("tar.zst (level 4, all cores)", t_zst, zst.size),
         ):  # type: ignore[attr-defined]
-            rows.append((f"pack {label}", f"{t:.2f} s, {size / 1e6:.1f} MB",
-                         f"time {t / t_cpk:.2f}x / size {size / cpk_size:.2f}x conda-pack default ({t_cpk:.2f} s, {cpk_size / 1e6:.1f} MB); "
-                         f"time {t / t_tz:.2f}x / size {size / tz_size:.2f}x `tar | zstd -T0` ({t_tz:.2f} s, {tz_size / 1e6:.1f} MB)"))  # fmt: skip
+            rows.append(
+                (
+                    f"pack {label}",
+                    f"{t:.2f} s, {size / 1e6:.1f} MB",
+                    f"time {t / t_cpk:.2f}x / size {size / cpk_size:.2f}x conda-pack default ({t_cpk:.2f} s, {cpk_size / 1e6:.1f} MB); "
+                    f"time {t / t_tz:.2f}x / size {size / tz_size:.2f}x `tar | zstd -T0` ({t_tz:.2f} s, {tz_size / 1e6:.1f} MB)",
+                )
+            )
 
         t_unpack, _ = timed(lambda: unpack(gz.path, work / "unpacked"))  # type: ignore[attr-defined]
         (work / "plain-x").mkdir()
@@ -114,8 +119,13 @@ def main() -> None:
                 f"steps: {', '.join(s.name for s in first.steps)}",
             )
         )  # type: ignore[attr-defined]
-        rows.append(("build-baseline demo, nothing changed", f"{t_noop:.2f} s",
-                     f"no-op={not second.rebuilt}; {t_noop / max(t_first, 1e-9):.4f}x the full build"))  # type: ignore[attr-defined]  # fmt: skip
+        rows.append(
+            (
+                "build-baseline demo, nothing changed",
+                f"{t_noop:.2f} s",
+                f"no-op={not second.rebuilt}; {t_noop / max(t_first, 1e-9):.4f}x the full build",
+            )
+        )  # type: ignore[attr-defined]
         figures.update(
             install_s=t_install,
             cp_al_s=t_cp,

@@ -94,8 +94,9 @@ def main() -> None:
             # overlays: the same package as a delta on the published demo
             proj = work / f"proj-{i}"
             proj.mkdir()
-            (proj / "baseliner.yaml").write_text((ROOT / "examples/proj-nlp/baseliner.yaml").read_text()
-                                                 .replace("../../", f"{ROOT}/"))  # fmt: skip
+            (proj / "baseliner.yaml").write_text(
+                (ROOT / "examples/proj-nlp/baseliner.yaml").read_text().replace("../../", f"{ROOT}/")
+            )
             (proj / "overlay.yaml").write_text(
                 yaml.safe_dump(
                     {"schema_version": 1, "name": f"ovl-{i}", "extends": "demo@2026.11", "pip": [extra]}
@@ -131,8 +132,10 @@ def main() -> None:
         print(
             f"registry bytes   overlays (base once + 10 deltas) {ov_reg / 1e6:8.1f} MB   self-contained x10 {full_reg / 1e6:8.1f} MB   ratio {ov_reg / full_reg:.3f}"
         )
-        print(f"env disk         overlays (hardlinks once)        {ov_disk / 1e6:8.1f} MB   independent x10    {full_disk / 1e6:8.1f} MB   ratio {ov_disk / full_disk:.3f}"
-              f"   (+ shared package cache {shared / 1e6:.1f} MB, held once for every env)")  # fmt: skip
+        print(
+            f"env disk         overlays (hardlinks once)        {ov_disk / 1e6:8.1f} MB   independent x10    {full_disk / 1e6:8.1f} MB   ratio {ov_disk / full_disk:.3f}"
+            f"   (+ shared package cache {shared / 1e6:.1f} MB, held once for every env)"
+        )
         print(
             f"build time       overlay (lock+env+tars+image)    {ov_t:8.2f} s    full baseline build {full_t:8.2f} s    ratio {ov_t / full_t:.3f}"
         )

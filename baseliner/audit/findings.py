@@ -46,8 +46,13 @@ def pip_shadowing(envs: Sequence[EnvProfile]) -> list[Finding]:
         for pkg in env.pip:
             hit = conda.get(_norm(pkg.name))
             if hit is not None:
-                out.append(Finding("pip-shadows-conda", (env.name,),
-                                   f"{env.name}: pip {pkg.name} {pkg.version} shadows conda {hit.name} {hit.version}"))  # fmt: skip
+                out.append(
+                    Finding(
+                        "pip-shadows-conda",
+                        (env.name,),
+                        f"{env.name}: pip {pkg.name} {pkg.version} shadows conda {hit.name} {hit.version}",
+                    )
+                )
     return out
 
 
@@ -105,8 +110,15 @@ def stale(envs: Sequence[EnvProfile], days: int, now: datetime | None = None) ->
 
 def quota(envs: Sequence[EnvProfile], limit: int) -> list[Finding]:
     counts = Counter(e.owner for e in envs if e.kind == "prefix" and e.owner)
-    return [Finding("quota", tuple(e.name for e in envs if e.owner == user), f"user {user} has {n} environments (quota {limit})")
-            for user, n in sorted(counts.items()) if n > limit]  # fmt: skip
+    return [
+        Finding(
+            "quota",
+            tuple(e.name for e in envs if e.owner == user),
+            f"user {user} has {n} environments (quota {limit})",
+        )
+        for user, n in sorted(counts.items())
+        if n > limit
+    ]
 
 
 def baseline_drift(
@@ -127,6 +139,12 @@ def baseline_drift(
         removed = sorted(set(want) - set(have))
         changed = sorted(n for n in set(have) & set(want) if have[n] != want[n])
         if added or removed or changed:
-            out.append(Finding("drift", (env.name,), f"{env.name} drifted from {env.declared_baseline.get('name')}: "
-                               f"+{len(added)} -{len(removed)} ~{len(changed)} ({', '.join((added + removed + changed)[:3])})"))  # fmt: skip
+            out.append(
+                Finding(
+                    "drift",
+                    (env.name,),
+                    f"{env.name} drifted from {env.declared_baseline.get('name')}: "
+                    f"+{len(added)} -{len(removed)} ~{len(changed)} ({', '.join((added + removed + changed)[:3])})",
+                )
+            )
     return out

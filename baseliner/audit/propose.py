@@ -75,11 +75,19 @@ def propose(
         for (source, _), p in common.items()
         if source == "pip" and re.match(r"^[0-9]", p.version)
     )
-    proposal = Proposal(cluster, [m.name for m in members], {
-        "schema_version": 1, "name": name, "version": version,
-        "description": f"Proposed from {len(members)} similar environments: {', '.join(m.name for m in members[:3])}",
-        "channels": channels or ["conda-forge"], "conda": conda, "pip": pip,
-    })  # fmt: skip
+    proposal = Proposal(
+        cluster,
+        [m.name for m in members],
+        {
+            "schema_version": 1,
+            "name": name,
+            "version": version,
+            "description": f"Proposed from {len(members)} similar environments: {', '.join(m.name for m in members[:3])}",
+            "channels": channels or ["conda-forge"],
+            "conda": conda,
+            "pip": pip,
+        },
+    )
     for env in members:
         extra_conda, extra_pip = [], []
         for pkg in env.packages:

@@ -113,13 +113,22 @@ def as_json(audit: Audit) -> dict[str, Any]:
     envs = []
     for index, env in enumerate(audit.envs):
         u = usage.get(env.location)
-        envs.append({
-            "name": env.name, "location": env.location, "kind": env.kind, "owner": env.owner,
-            "conda": len(env.conda), "pip": len(env.pip),
-            "apparent_bytes": u.apparent if u else 0, "unique_bytes": u.unique if u else 0, "shared_bytes": u.shared if u else 0,
-            "cluster": cluster_of.get(index), "last_used": env.last_used.isoformat() if env.last_used else None,
-            "unreadable": env.unreadable,
-        })  # fmt: skip
+        envs.append(
+            {
+                "name": env.name,
+                "location": env.location,
+                "kind": env.kind,
+                "owner": env.owner,
+                "conda": len(env.conda),
+                "pip": len(env.pip),
+                "apparent_bytes": u.apparent if u else 0,
+                "unique_bytes": u.unique if u else 0,
+                "shared_bytes": u.shared if u else 0,
+                "cluster": cluster_of.get(index),
+                "last_used": env.last_used.isoformat() if env.last_used else None,
+                "unreadable": env.unreadable,
+            }
+        )
     pair_score = {
         (int(i), int(j)): float(s)
         for (i, j), s in zip(audit.clusters.pairs.tolist(), audit.clusters.scores.tolist(), strict=True)
@@ -142,11 +151,19 @@ def as_json(audit: Audit) -> dict[str, Any]:
         "clusters": clusters,
         "findings": [asdict(f) | {"envs": list(f.envs)} for f in audit.findings],
         "proposals": [
-            {"cluster": p.cluster, "members": p.members, "baseline": p.baseline, "overlays": p.overlays, "conflicts": p.conflicts,
-             "current_bytes": p.current_bytes, "projected_bytes": p.projected_bytes, "freed_bytes": p.freed_bytes}
+            {
+                "cluster": p.cluster,
+                "members": p.members,
+                "baseline": p.baseline,
+                "overlays": p.overlays,
+                "conflicts": p.conflicts,
+                "current_bytes": p.current_bytes,
+                "projected_bytes": p.projected_bytes,
+                "freed_bytes": p.freed_bytes,
+            }
             for p in audit.proposals
         ],
-    }  # fmt: skip
+    }
 
 
 def html(audit: Audit, templates_dir: Path | None = None, max_heatmap: int = 150) -> str:
@@ -161,10 +178,16 @@ def html(audit: Audit, templates_dir: Path | None = None, max_heatmap: int = 150
     )
     cell = max(4, min(16, 600 // max(len(order), 1)))
     cells = [
-        {"x": c * cell, "y": r * cell, "v": round(float(matrix[r, c]), 3), "color": _color(float(matrix[r, c])),
-         "title": f"{audit.envs[order[r]].name} ~ {audit.envs[order[c]].name}: {matrix[r, c]:.2f}"}
-        for r in range(len(order)) for c in range(len(order))
-    ]  # fmt: skip
+        {
+            "x": c * cell,
+            "y": r * cell,
+            "v": round(float(matrix[r, c]), 3),
+            "color": _color(float(matrix[r, c])),
+            "title": f"{audit.envs[order[r]].name} ~ {audit.envs[order[c]].name}: {matrix[r, c]:.2f}",
+        }
+        for r in range(len(order))
+        for c in range(len(order))
+    ]
     largest = max((e["apparent_bytes"] for e in data["environments"]), default=1) or 1
     return (
         environment(templates_dir)

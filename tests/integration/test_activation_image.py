@@ -38,8 +38,9 @@ def test_every_way_into_the_image_sees_the_activation(geo: Any, docker_client: A
     # A pod's `command` replaces the entrypoint: the variables come from the image's ENV.
     as_pod = run(docker_client, ref, ["-c", PROBE], entrypoint=["/bin/sh"])
     assert as_pod.output.strip().splitlines() == EXPECTED, as_pod.output
-    container = docker_client.containers.run(ref, ["sleep", "60"], detach=True, network_mode="none",
-                                             labels={TEST_LABEL: "activation"})  # fmt: skip
+    container = docker_client.containers.run(
+        ref, ["sleep", "60"], detach=True, network_mode="none", labels={TEST_LABEL: "activation"}
+    )
     try:
         code, output = container.exec_run(["sh", "-c", PROBE])
         assert code == 0 and output.decode().strip().splitlines() == EXPECTED
@@ -53,6 +54,11 @@ def test_every_way_into_the_image_sees_the_activation(geo: Any, docker_client: A
 def test_an_unpacked_tarball_activates_with_bin_activate(geo: Any, tmp_path: Path) -> None:
     _, result = geo
     dest = unpack(result.tarball, tmp_path / "geo-env")
-    out = subprocess.run(["bash", "-c", f". {dest}/bin/activate && {PROBE}"], env={"PATH": "/usr/bin:/bin"},
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        ["bash", "-c", f". {dest}/bin/activate && {PROBE}"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip().splitlines() == [f"{dest}/share/activatedemo|on", "activatedemo tool"]

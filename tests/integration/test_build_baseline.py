@@ -42,10 +42,17 @@ def test_image_runs_env_python_as_non_root_without_network(built: Any, docker_cl
     project, result = built
     assert [s.name for s in result.steps] == ["lock", "env", "lint", "pack", "render", "image", "smoke"]
     ref = result.image_tags[1]
-    probe = run(docker_client, ref, ["python", "-c",
-        "import os, sys, socket, json, tinyapp, hello_noarch;"
-        "ifs = [n for _, n in socket.if_nameindex()];"
-        "print(json.dumps({'uid': os.getuid(), 'exe': sys.executable, 'ifs': ifs, 'answer': tinyapp.ANSWER}))"])  # fmt: skip
+    probe = run(
+        docker_client,
+        ref,
+        [
+            "python",
+            "-c",
+            "import os, sys, socket, json, tinyapp, hello_noarch;"
+            "ifs = [n for _, n in socket.if_nameindex()];"
+            "print(json.dumps({'uid': os.getuid(), 'exe': sys.executable, 'ifs': ifs, 'answer': tinyapp.ANSWER}))",
+        ],
+    )
     assert probe.exit_code == 0, probe.output
     data = json.loads(probe.output.strip().splitlines()[-1])
     assert data["uid"] == 1000 and data["exe"].startswith("/opt/env/bin/python")
@@ -123,8 +130,11 @@ def test_cli_build_without_engine_builds_the_rest(project: Any, tmp_path: Path) 
     }
     proc = subprocess.run(
         [str(Path(__import__("sys").executable).with_name("baseliner")), "build-baseline", _name(project)],
-        capture_output=True, text=True, env=env, cwd=project.root,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=project.root,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "no Docker Engine can be reached" in proc.stderr
     assert (project.dist_dir / _name(project) / "1.0").is_dir()

@@ -50,10 +50,20 @@ def test_overlay_image_reuses_base_layers_and_adds_one(
 
     path = tmp_path / "proj" / "overlay.yaml"
     path.parent.mkdir()
-    path.write_text(yaml.safe_dump({"schema_version": 1, "name": "proj-ov", "extends": f"{name}@1.0",
-                                    "conda": ["prefixdemo"], "pip": ["tinyapp"]}))  # fmt: skip
-    (path.parent / "baseliner.yaml").write_text((project.root / "baseliner.yaml").read_text()
-                                                + f"store: {project.store_location}\n")  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "schema_version": 1,
+                "name": "proj-ov",
+                "extends": f"{name}@1.0",
+                "conda": ["prefixdemo"],
+                "pip": ["tinyapp"],
+            }
+        )
+    )
+    (path.parent / "baseliner.yaml").write_text(
+        (project.root / "baseliner.yaml").read_text() + f"store: {project.store_location}\n"
+    )
     overlay = load_overlay(path)
     base = resolve_base(overlay, store, tmp_path / "bases")
     lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.config.pip_index_url)

@@ -75,16 +75,22 @@ def test_pod_runs_from_digest_and_creates_an_env_from_the_shared_cache_alone(
     security = pod["securityContext"]
     rattler_dir = Path(rattler.__file__).parent
     box = docker_client.containers.run(
-        container["image"], ["python", "-c", SCRIPT], detach=True, network_mode="none",
+        container["image"],
+        ["python", "-c", SCRIPT],
+        detach=True,
+        network_mode="none",
         user=f"{security['runAsUser']}:{security['runAsGroup']}",
         environment={e["name"]: e["value"] for e in container["env"]} | {"PYTHONPATH": "/opt/test-py"},
         volumes={
             volume: {"bind": mount["mountPath"], "mode": "ro" if mount["readOnly"] else "rw"},
             str(rattler_dir): {"bind": "/opt/test-py/rattler", "mode": "ro"},
-            str(LockPaths(project.repo().resolve("podsim").path).lock): {"bind": "/opt/test/lock", "mode": "ro"},
+            str(LockPaths(project.repo().resolve("podsim").path).lock): {
+                "bind": "/opt/test/lock",
+                "mode": "ro",
+            },
         },
         labels={TEST_LABEL: "pod"},
-    )  # fmt: skip
+    )
     try:
         status = box.wait(timeout=300)
         output = box.logs().decode()

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from baseliner.config import Project
+from baseliner.errors import DiskFullError
 from baseliner.locking import SCRATCH_PREFIX
 
 from ..conftest import MakeProject, spec
@@ -30,8 +31,15 @@ KILL_TRIALS = 20
 
 def _build(project: Project, name: str, **kw: object) -> subprocess.Popen[str]:
     env = {**os.environ, "BASELINER_ROOT": str(project.root)}
-    return subprocess.Popen([BASELINER, "build-baseline", name, "--no-image"], env=env, cwd=project.root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]  # fmt: skip
+    return subprocess.Popen(
+        [BASELINER, "build-baseline", name, "--no-image"],
+        env=env,
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )  # type: ignore[call-overload]
 
 
 def _sha(path: Path) -> str:
@@ -60,10 +68,15 @@ def _check_consistent(project: Project, name: str) -> None:
 
 @pytest.fixture
 def project(make_project: MakeProject) -> Project:
-    return make_project({
-        "rel": spec("rel", conda=["python 3.*", "hello-noarch", "prefixdemo"], pip=["tinyapp"]),
-        **{f"par{i}": spec(f"par{i}", conda=["python 3.*", "libfoo" if i % 2 else "needs-old-foo"]) for i in range(6)},
-    })  # fmt: skip
+    return make_project(
+        {
+            "rel": spec("rel", conda=["python 3.*", "hello-noarch", "prefixdemo"], pip=["tinyapp"]),
+            **{
+                f"par{i}": spec(f"par{i}", conda=["python 3.*", "libfoo" if i % 2 else "needs-old-foo"])
+                for i in range(6)
+            },
+        }
+    )
 
 
 def test_killed_builds_leave_nothing_partial_and_the_next_build_matches(
@@ -144,7 +157,7 @@ def test_full_disk_fails_clearly_and_poisons_nothing(project: Project, tmp_path:
         config = project.root / "baseliner.yaml"
         config.write_text(config.read_text() + f"dist: {small}\n")
         proc = _build(project, "rel")
-        assert proc.wait(timeout=300) == 1
+        assert proc.wait(timeout=300) == DiskFullError.exit_code
         stderr = proc.stderr.read() if proc.stderr else ""
         assert "out of disk space while building rel" in stderr and "Traceback" not in stderr
         assert not [p for p in small.rglob("*") if p.is_file()]  # no partial artifact
@@ -175,8 +188,9 @@ def _ours(root: Path) -> list[str]:
 
 def _run(argv: list[str], project: Project, **kw: object) -> subprocess.Popen[str]:
     env = {**os.environ, "BASELINER_ROOT": str(project.root)}
-    return subprocess.Popen(argv, env=env, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kw)  # type: ignore[call-overload]  # fmt: skip
+    return subprocess.Popen(
+        argv, env=env, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
+    )  # type: ignore[call-overload]
 
 
 def _finish(argv: list[str], project: Project) -> float:

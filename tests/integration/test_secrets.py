@@ -60,7 +60,7 @@ def test_a_planted_channel_secret_appears_nowhere(
     proc = subprocess.run(
         [baseliner, "lock", "--name", "bad"], env=env, cwd=project.root, capture_output=True, text=True
     )
-    assert proc.returncode == 1 and "no-such-pkg" in proc.stderr
+    assert proc.returncode == LockError.exit_code and "no-such-pkg" in proc.stderr
     outputs += [proc.stdout, proc.stderr]
     assert not [o for o in outputs if SECRET in o]
     leaked = [

@@ -81,11 +81,19 @@ def build_fleet(root: Path) -> tuple[Path, Path]:
                     os.link(src, dst)
                     files.append(rel)
             record = {
-                "name": pkg.name, "version": pkg.version, "build": pkg.build,
+                "name": pkg.name,
+                "version": pkg.version,
+                "build": pkg.build,
                 "channel": f"https://conda.anaconda.org/{pkg.channel}/linux-64",
                 "files": files,
-                "paths_data": {"paths_version": 1, "paths": [{"_path": f, "path_type": "hardlink", "size_in_bytes": (prefix / f).stat().st_size} for f in files]},
-            }  # fmt: skip
+                "paths_data": {
+                    "paths_version": 1,
+                    "paths": [
+                        {"_path": f, "path_type": "hardlink", "size_in_bytes": (prefix / f).stat().st_size}
+                        for f in files
+                    ],
+                },
+            }
             (prefix / "conda-meta" / f"{pkg.dist}.json").write_text(json.dumps(record))
         site = prefix / "lib" / "python3.11" / "site-packages"
         for dist, version in pips:

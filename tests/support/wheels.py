@@ -70,10 +70,12 @@ def build_fixture_wheels(root: Path) -> Path:
     shadows the conda package of that name."""
     wheels = root / "wheels"
     build_wheel(
-        wheels, "tinyutil", "1.2.0",
+        wheels,
+        "tinyutil",
+        "1.2.0",
         {"tinyutil/__init__.py": "VALUE = 42\n\ndef main():\n    print(VALUE)\n    return 0\n"},
         entry_points="[console_scripts]\ntinyutil = tinyutil:main\n",
-    )  # fmt: skip
+    )
     build_wheel(wheels, "clobber", "1.0", {"hello_noarch/__init__.py": "def main():\n    return 1\n"})
     build_wheel(wheels, "hello-noarch", "9.0", {"hello_noarch_pip/__init__.py": "X = 9\n"})
     build_wheel(

@@ -39,6 +39,11 @@ def test_the_rendered_entrypoint_activates_then_runs_the_command(make_project: M
     script = render_outputs(baseline, project.templates_dir)["entrypoint.sh"].decode()
     entrypoint = tmp_path / "entrypoint"
     entrypoint.write_text(script.replace("export CONDA_PREFIX=/opt/env", f"export CONDA_PREFIX={prefix}"))
-    out = subprocess.run(["bash", str(entrypoint), "sh", "-c", 'echo "$ACTIVATEDEMO_DATA"; activatedemo-tool'],
-                         env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        ["bash", str(entrypoint), "sh", "-c", 'echo "$ACTIVATEDEMO_DATA"; activatedemo-tool'],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.splitlines() == [f"{prefix}/share/activatedemo", "activatedemo tool"]

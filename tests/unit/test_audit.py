@@ -107,10 +107,12 @@ def test_proposal_locked_against_the_channel_reproduces_each_member(make_project
 
     from ..conftest import install_baseline, spec
 
-    project = make_project({
-        "a": spec("a", conda=["python 3.*", "hello-noarch", "libfoo 1.*"]),
-        "b": spec("b", conda=["python 3.*", "hello-noarch", "libfoo 1.*", "prefixdemo"]),
-    })  # fmt: skip
+    project = make_project(
+        {
+            "a": spec("a", conda=["python 3.*", "hello-noarch", "libfoo 1.*"]),
+            "b": spec("b", conda=["python 3.*", "hello-noarch", "libfoo 1.*", "prefixdemo"]),
+        }
+    )
     prefixes = [install_baseline(project, "a"), install_baseline(project, "b")]
     envs = inventory(prefixes=prefixes)
     audit = run_audit(envs, AuditOptions(threshold=0.5))
@@ -127,8 +129,12 @@ def test_proposal_locked_against_the_channel_reproduces_each_member(make_project
     base_set = {(str(r.name.normalized), str(r.version), str(r.build)) for r in base_records}
     for env in envs:
         overlay_path = out / "overlays" / env.name / "overlay.yaml"
-        overlay_path.write_text(overlay_path.read_text().replace(f"extends: {proposal.baseline['name']}@proposed",
-                                                                 f"extends: ../../baselines/{proposal.baseline['name']}.lock"))  # fmt: skip
+        overlay_path.write_text(
+            overlay_path.read_text().replace(
+                f"extends: {proposal.baseline['name']}@proposed",
+                f"extends: ../../baselines/{proposal.baseline['name']}.lock",
+            )
+        )
         overlay = load_overlay(overlay_path)
         base = resolve_base(overlay, None, tmp_path / "bases")
         locked = lock_overlay(overlay, base, proposed.mirrors(), proposed.build_dir)

@@ -100,8 +100,17 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     audit = run_audit(inventory([envs_root]), AuditOptions(threshold=0.75), caches=[cache])
     page = tmp_path / "report.html"
     page.write_text(html(audit))
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     dom = subprocess.run(
         [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
     )
@@ -109,6 +118,10 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert 'id="heatmap"' in dom.stdout and dom.stdout.count("<rect ") == len(audit.envs) ** 2
     assert "pip numpy 2.0.1 shadows conda numpy 1.26.4" in dom.stdout
     shot = tmp_path / "report.png"
-    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
-                   capture_output=True, timeout=120, check=True)  # fmt: skip
+    subprocess.run(
+        [chromium, *flags, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     assert shot.stat().st_size > 10_000  # a real picture, not a blank page

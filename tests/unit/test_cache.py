@@ -17,10 +17,12 @@ from ..conftest import MakeProject, spec
 
 @pytest.fixture
 def store_of_two(make_project: MakeProject, tmp_path: Path):  # type: ignore[no-untyped-def]
-    project = make_project({
-        "one": spec("one", conda=["python 3.*", "hello-noarch"]),
-        "two": spec("two", conda=["python 3.*", "needs-old-foo"]),
-    })  # fmt: skip
+    project = make_project(
+        {
+            "one": spec("one", conda=["python 3.*", "hello-noarch"]),
+            "two": spec("two", conda=["python 3.*", "needs-old-foo"]),
+        }
+    )
     full = Store(str(tmp_path / "store-full"))
     only_one = Store(str(tmp_path / "store-one"))
     for name in ("one", "two"):
@@ -142,8 +144,10 @@ def test_verify_tells_leftovers_from_foreign_and_repair_heals_both_kinds_of_dama
         "    (tmp / 'python-3.11.conda').write_bytes(b'x' * 1000); os.kill(os.getpid(), 9)\n"
     )
     # A live run's scratch directory (a scratch of its own sweeps only dead runs' leftovers) ...
-    live = subprocess.Popen([sys.executable, "-c", code.replace("os.kill(os.getpid(), 9)", "input()"), str(cache)],
-                            stdin=subprocess.PIPE)  # fmt: skip
+    live = subprocess.Popen(
+        [sys.executable, "-c", code.replace("os.kill(os.getpid(), 9)", "input()"), str(cache)],
+        stdin=subprocess.PIPE,
+    )
     try:
         for _ in range(200):
             if [p for p in cache.iterdir() if p.name.startswith(SCRATCH_PREFIX)]:

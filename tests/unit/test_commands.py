@@ -117,9 +117,13 @@ def test_the_parser_is_not_lenient() -> None:
     ],
 )
 def test_the_propose_command_printed_by_audit_parses_with_its_inputs(
-    roots: list[str], prefixes: list[str] | None, files: list[str] | None, caches: list[str] | None,
-    threshold: float, out: str,
-) -> None:  # fmt: skip
+    roots: list[str],
+    prefixes: list[str] | None,
+    files: list[str] | None,
+    caches: list[str] | None,
+    threshold: float,
+    out: str,
+) -> None:
     from baseliner.tasks import _propose_command
 
     command = _propose_command(3, roots, prefixes, files, caches, threshold, out)

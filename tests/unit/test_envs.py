@@ -20,8 +20,12 @@ def test_installed_env_is_an_ordinary_conda_prefix(make_project: MakeProject) ->
     names = sorted(json.loads(p.read_text())["name"] for p in (prefix / "conda-meta").glob("*.json"))
     assert names == ["hello-noarch", "prefixdemo", "python"]
     # conda packages, the noarch entry point, pip packages and their console script all work
-    out = subprocess.run([prefix / "bin/python", "-c", "import hello_noarch, tinyapp; print(tinyapp.ANSWER)"],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [prefix / "bin/python", "-c", "import hello_noarch, tinyapp; print(tinyapp.ANSWER)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "42"
     assert (
         subprocess.run([prefix / "bin/hello-noarch"], capture_output=True, text=True).stdout.strip()

@@ -58,7 +58,9 @@ def test_kubespawner_profile(manifests: dict) -> None:  # type: ignore[type-arg]
 
 def test_the_validator_catches_a_misspelt_key_and_a_missing_field() -> None:
     with pytest.raises(AssertionError, match="keys lost"):
-        validate({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "spec": {"acessModes": ["ReadOnlyMany"]}},
-                 "V1PersistentVolumeClaim")  # fmt: skip
+        validate(
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "spec": {"acessModes": ["ReadOnlyMany"]}},
+            "V1PersistentVolumeClaim",
+        )
     with pytest.raises(ValueError):
         validate({"name": "x"}, "V1VolumeMount")  # mountPath is required

@@ -61,12 +61,18 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from kubernetes_asyncio.config import kube_config
 
     path = tmp_path_factory.mktemp("kube") / "config"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:9"}}],
-        "users": [{"name": "test", "user": {"token": "unused"}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-    }))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "test", "user": {"token": "unused"}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+            }
+        )
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))  # read at import
         yield
@@ -108,8 +114,10 @@ def test_the_profile_keeps_the_hubs_home_and_adds_the_shared_cache(rendered: dic
     shared = volumes["baseliner-shared-pkgs"]
     assert shared["persistentVolumeClaim"] == {"claimName": "baseliner-shared-pkgs", "readOnly": True}
     assert mounts["baseliner-shared-pkgs"] == {
-        "name": "baseliner-shared-pkgs", "mountPath": "/opt/conda/pkgs-shared", "readOnly": True
-    }  # fmt: skip
+        "name": "baseliner-shared-pkgs",
+        "mountPath": "/opt/conda/pkgs-shared",
+        "readOnly": True,
+    }
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["HUB_SETTING"] == "kept"
     assert env["CONDA_PKGS_DIRS"] == "/home/baseliner/.conda/pkgs,/opt/conda/pkgs-shared"

@@ -209,8 +209,9 @@ def moving_channel(channel_dir, tmp_path):  # type: ignore[no-untyped-def]
 
 def test_adding_a_package_leaves_every_unrelated_record_byte_identical(make_project, moving_channel) -> None:  # type: ignore[no-untyped-def]
     channel, release = moving_channel
-    project = make_project({"ml": spec("ml", conda=["python 3.*", "libfoo", "hello-noarch"])},
-                           channel_url=channel.as_uri())  # fmt: skip
+    project = make_project(
+        {"ml": spec("ml", conda=["python 3.*", "libfoo", "hello-noarch"])}, channel_url=channel.as_uri()
+    )
     baseline = _lock(project, "ml")
     before = _lock_entries(LockPaths(baseline.path).lock)
     assert any(name.startswith("libfoo-1.0-") for name in before)

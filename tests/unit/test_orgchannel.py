@@ -93,9 +93,17 @@ def test_a_stale_channel_lock_is_refused(tiny_channel: Path, tmp_path: Path) -> 
 
 def _project(make_project: MakeProject, tiny_channel: Path, pip: list[str]) -> Project:
     project = make_project(
-        {"app": {"schema_version": 1, "name": "app", "version": "1.0", "channels": [URL],
-                 "conda": [f"python {PYTHON}.*", "tinyutil"], "pip": pip}}
-    )  # fmt: skip
+        {
+            "app": {
+                "schema_version": 1,
+                "name": "app",
+                "version": "1.0",
+                "channels": [URL],
+                "conda": [f"python {PYTHON}.*", "tinyutil"],
+                "pip": pip,
+            }
+        }
+    )
     config = yaml.safe_load((project.root / "baseliner.yaml").read_text())
     config["channel_mirrors"] = {URL: str(tiny_channel / "channel")}
     (project.root / "baseliner.yaml").write_text(yaml.safe_dump(config))
@@ -114,8 +122,12 @@ def test_pip_uses_the_conda_package_a_requirement_depends_on(
     site = next(prefix.glob("lib/python*/site-packages"))
     (dist,) = site.glob("tinyutil-*.dist-info")
     assert (dist / "INSTALLER").read_text() == "whl2conda"  # conda's, never reinstalled by pip
-    out = subprocess.run([prefix / "bin" / "python", "-c", "import tinyapp; print(tinyapp.ANSWER)"],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [prefix / "bin" / "python", "-c", "import tinyapp; print(tinyapp.ANSWER)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "42"
     # the noarch entry point became a working script
     assert (

@@ -126,8 +126,12 @@ def test_overlay_env_delta_tarball_and_apply(published: tuple[Project, Store], t
     base_tar = Path(project.store_location) / "obase/1.0/obase-1.0-linux-64.tar.gz"
     target = unpack(base_tar, tmp_path / "elsewhere" / "env")
     apply_delta(built.delta.path, target)
-    out = subprocess.run([target / "bin/python", "-c", "import hello_noarch, tinyutil, tinyapp; print(tinyapp.ANSWER)"],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [target / "bin/python", "-c", "import hello_noarch, tinyutil, tinyapp; print(tinyapp.ANSWER)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "42"
     assert subprocess.run([target / "bin/prefixdemo"], capture_output=True, text=True).stdout.strip() == str(
         target

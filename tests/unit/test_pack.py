@@ -46,8 +46,12 @@ def test_unpacked_elsewhere_runs_and_holds_the_new_prefix(
     packed = pack_env(prefix, root / "dist" / f"ml.{fmt}", fmt, 3, 2)  # type: ignore[arg-type]
     assert Path(str(packed.path) + ".sha256").read_text() == f"{packed.sha256}  ml.{fmt}\n"
     dest = unpack(packed.path, tmp_path / "elsewhere" / "env")
-    run = subprocess.run([dest / "bin/python", "-c", "import sys, tinyapp, hello_noarch; print(sys.prefix)"],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    run = subprocess.run(
+        [dest / "bin/python", "-c", "import sys, tinyapp, hello_noarch; print(sys.prefix)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert run.stdout.strip() == str(dest)
     # Every file that carried a prefix placeholder now holds the new path, and no trace of the old.
     assert subprocess.run([dest / "bin/prefixdemo"], capture_output=True, text=True).stdout.strip() == str(
