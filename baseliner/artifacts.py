@@ -143,6 +143,7 @@ class DeltaManifest(ArtifactModel):
     delta: DeltaInfo
     full: FullInfo
     packages: list[str]  # the delta's conda packages, NAME=VERSION=BUILD
+    build_key: str = ""  # what the build depended on: the same key again is a no-op
 
 
 MODELS: dict[str, type[ArtifactModel]] = {

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import __version__
 from .artifacts import DeltaManifest, EnvMarker, read
 from .atomic import Report, silent, write_json_atomic
 from .channels import credentials
@@ -30,9 +31,17 @@ from .envs import BASELINE_MARKER, OVERLAY_MARKER, conda_records, install_env, n
 from .errors import LockError, PackError, StoreError
 from .lint import lint_env, pip_distributions, raise_on_errors
 from .lock import LockedEnv, read_lock_records
-from .locking import scratch
+from .locking import hold, scratch
 from .overlay import Base, Overlay, _refs_for, overlay_stale_reason, read_header
-from .pack import PackResult, conda_unpack, member_problems, open_tarball, pack_env, verify_checksum
+from .pack import (
+    PackResult,
+    conda_unpack,
+    member_problems,
+    open_tarball,
+    pack_env,
+    sha256_file,
+    verify_checksum,
+)
 from .pypi import normalise
 
 if TYPE_CHECKING:
@@ -48,6 +57,50 @@ class OverlayBuild:
     layered: bool
     delta_files: tuple[str, ...]
     delta_bytes: int
+    rebuilt: bool = True
+
+
+def overlay_build_key(overlay: Overlay, base: Base, platform: str) -> str:
+    """sha256 of what an overlay build's outputs depend on: its locks, its base, how it is packed."""
+    import hashlib
+
+    pip = overlay.pip_path(platform)
+    data = {
+        "v": 1,
+        "baseliner": __version__,
+        "lock": hashlib.sha256(overlay.lock_path.read_bytes()).hexdigest(),
+        "pip": hashlib.sha256(pip.read_bytes()).hexdigest() if pip.is_file() else None,
+        "base": base.lock_hash,
+        "platform": platform,
+        "pack": overlay.spec.pack.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _fresh_build(
+    out_dir: Path, env: Path, key: str, base_names: set[str], base_pins: set[str]
+) -> OverlayBuild | None:
+    """The previous build in `out_dir` when it was made with `key` and its outputs are intact."""
+    path = out_dir / "manifest.json"
+    if not path.is_file() or not env.is_dir():
+        return None
+    manifest = read(DeltaManifest, path)
+    delta, full = out_dir / manifest.delta.name, out_dir / manifest.full.name
+    if manifest.build_key != key or not delta.is_file() or not full.is_file():
+        return None
+    if sha256_file(delta) != manifest.delta.sha256 or sha256_file(full) != manifest.full.sha256:
+        return None
+    files = _delta_files(env, base_names, base_pins) if manifest.layered else []
+    return OverlayBuild(
+        env,
+        PackResult(delta, manifest.delta.sha256, manifest.delta.size),
+        PackResult(full, manifest.full.sha256, manifest.full.size),
+        path,
+        manifest.layered,
+        tuple(files),
+        manifest.delta.unpacked_bytes,
+        rebuilt=False,
+    )
 
 
 def _delta_files(prefix: Path, base_names: set[str], base_pins: set[str]) -> list[str]:
@@ -71,6 +124,19 @@ def build_overlay(
     base: Base,
     platform: str = "linux-64",
     report: Report = silent,
+    force: bool = False,
+) -> OverlayBuild:
+    """Build the overlay's env (base + delta), its delta and full tarballs and manifest, holding
+    its build lock; an unchanged overlay on an unchanged base is a no-op (unless `force`)."""
+    name = f"{overlay.spec.name}-{platform}"
+    with hold(
+        project.build_dir / "locks" / f"overlay-{name}.lock", f"the build of overlay {name}", report=report
+    ):
+        return _build_overlay(project, overlay, base, platform, report, force)
+
+
+def _build_overlay(
+    project: Project, overlay: Overlay, base: Base, platform: str, report: Report, force: bool
 ) -> OverlayBuild:
     reason = overlay_stale_reason(overlay, base)
     if reason is not None:
@@ -89,6 +155,12 @@ def build_overlay(
     locked = LockedEnv(platform, records, base_pip if layered else None)
     name = f"{overlay.spec.name}-{platform}"
     env = project.build_dir / "envs" / name
+    out_dir = project.dist_dir / "overlays" / overlay.spec.name
+    key = overlay_build_key(overlay, base, platform)
+    base_names, base_pins = {_n(r) for r in base_records}, set(base.pip_pins(platform))
+    if not force and (fresh := _fresh_build(out_dir, env.resolve(), key, base_names, base_pins)) is not None:
+        report(f"{overlay.spec.name} is fresh: nothing changed since its last build")
+        return fresh
     markers: dict[str, object] = {
         OVERLAY_MARKER: {
             "name": overlay.spec.name,
@@ -119,10 +191,7 @@ def build_overlay(
         )
     raise_on_errors(overlay.spec.name, lint_env(env, ["/opt/env"]), f"baseliner build-overlay {overlay.path}")
     normalise_mtimes(env, FIXED_MTIME)
-    out_dir = project.dist_dir / "overlays" / overlay.spec.name
-    delta_files = (
-        _delta_files(env, {_n(r) for r in base_records}, set(base.pip_pins(platform))) if layered else []
-    )
+    delta_files = _delta_files(env, base_names, base_pins) if layered else []
     fmt = overlay.spec.pack.format
     report(f"packing the delta ({len(delta_files)} files) and the full environment")
     delta = pack_env(
@@ -158,6 +227,7 @@ def build_overlay(
         },
         "full": {"name": full.path.name, "sha256": full.sha256, "size": full.size},
         "packages": sorted(f"{_n(r)}={r.version}={r.build}" for r in delta_records),
+        "build_key": key,
     }
     manifest_path = write_json_atomic(
         out_dir / "manifest.json", DeltaManifest.model_validate(manifest).model_dump(mode="json")

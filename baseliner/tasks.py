@@ -457,10 +457,13 @@ def lock_overlay_task(
         "path": "the overlay spec",
         "store": "artifact store holding the base",
         "no_image": "skip the overlay image",
+        "force": "rebuild even when nothing changed",
     },
 )
 @_user_errors
-def build_overlay_task(c: Context, path: str, store: str = "", no_image: bool = False) -> None:
+def build_overlay_task(
+    c: Context, path: str, store: str = "", no_image: bool = False, force: bool = False
+) -> None:
     """Build an overlay: env (base + delta), delta and full tarballs, image FROM the base."""
     from .overlay import lock_overlay, overlay_stale_reason
     from .overlay_build import build_overlay, build_overlay_image
@@ -468,7 +471,9 @@ def build_overlay_task(c: Context, path: str, store: str = "", no_image: bool = 
     proj, overlay, base = _overlay_and_base(path, store)
     if overlay_stale_reason(overlay, base):
         lock_overlay(overlay, base, proj.mirrors(), proj.build_dir, proj.config.pip_index_url, report=_report)
-    built = build_overlay(proj, overlay, base, report=_report)
+    built = build_overlay(proj, overlay, base, report=_report, force=force)
+    if not built.rebuilt:
+        console.print(f"[green]fresh[/green] {overlay.spec.name}: nothing changed (--force rebuilds)")
     console.print(f"env      {built.env}")
     console.print(
         f"delta    {built.delta.path} ({built.delta.size / 1e6:.2f} MB, {len(built.delta_files)} files)"

@@ -240,3 +240,30 @@ def test_a_truncated_index_or_a_missing_file_is_a_clear_error(
     with pytest.raises(StoreError, match=r"obase/1\.0/obase\.lock' is missing"):
         resolve_base(overlay, store, tmp_path / "bases")
     assert (root / "index.json").read_text() == index  # reading changed nothing
+
+
+def test_an_unchanged_overlay_rebuild_is_a_no_op(published: tuple[Project, Store], tmp_path: Path) -> None:
+    project, store = published
+    overlay = load_overlay(_overlay(tmp_path, conda=["prefixdemo"]))
+    base = resolve_base(overlay, store, tmp_path / "bases")
+    lock_overlay(overlay, base, project.mirrors(), project.build_dir)
+    first = build_overlay(project, overlay, base)
+    stamp = {
+        p: (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in (first.delta.path, first.full.path, first.manifest)
+    }
+    again = build_overlay(project, overlay, base)
+    assert first.rebuilt and not again.rebuilt
+    assert (again.delta.sha256, again.delta_files) == (first.delta.sha256, first.delta_files)
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in stamp} == stamp  # nothing rewritten
+    forced = build_overlay(project, overlay, base, force=True)
+    assert forced.rebuilt and forced.delta.sha256 == first.delta.sha256  # and deterministic
+    # A changed overlay lock is a rebuild.
+    lock_overlay(
+        load_overlay(_overlay(tmp_path, conda=["prefixdemo", "activatedemo"])),
+        base,
+        project.mirrors(),
+        project.build_dir,
+    )
+    changed = build_overlay(project, load_overlay(overlay.path), base)
+    assert changed.rebuilt and changed.delta.sha256 != first.delta.sha256
