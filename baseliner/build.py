@@ -413,7 +413,9 @@ def _image_steps(
             f"{', '.join(tags)} ({built.id[7:19]}), {len(activation)} activation variable(s) in ENV"
         )
     with _step(result, "smoke", report) as detail:
-        plan = smoke.plan(paths.env, baseline, project.package_cache)
+        plan = smoke.plan(
+            paths.env, [r.spec for r in baseline.conda], [r.spec for r in baseline.pip], project.package_cache
+        )
         checked = images.smoke_test(client, tags[1], plan, baseline.image.shared_cache, report)
         detail.append(
             f"uid {checked.uid}, {len(checked.imported)} import(s), {len(checked.entry_points)} entry point(s), cache read-only"

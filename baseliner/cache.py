@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import engine
 from .atomic import Report, silent, write_atomic, write_json_atomic
 from .channels import DEFAULT_CHANNEL_ALIAS, resolve_channel, split_credentials
+from .engine import EngineError
 from .errors import CacheError
 from .lock import read_lock_records
 from .locking import is_scratch, leftovers, scratch, sweep
@@ -36,7 +38,7 @@ from .pack import sha256_file
 from .store import Store
 
 if TYPE_CHECKING:
-    from rattler import RepoDataRecord
+    from .engine import RepoDataRecord
 
 
 def dist_name(fn: str) -> str:
@@ -176,25 +178,17 @@ def _fetch_archive(directory: Path, item: Wanted, mirrors: Mapping[str, str]) ->
 
 def _extract_with_rattler(cache: Path, items: list[Wanted]) -> None:
     """Let py-rattler extract archives in `cache` there (a throwaway prefix receives the links)."""
-    import asyncio
-
-    from rattler import RepoDataRecord, install
-
     records = []
     for item in items:
-        record = RepoDataRecord._from_py_record(item.record._record)  # a copy: the url changes
+        record = engine.copy_record(item.record)  # a copy: the url changes
         record.url = (cache / item.fn).resolve().as_uri()
         records.append(record)
     with tempfile.TemporaryDirectory(prefix="prefix-", dir=cache) as prefix:
         try:
-            asyncio.run(
-                install(
-                    records, target_prefix=prefix, cache_dir=cache, installed_packages=[], show_progress=False
-                )
-            )
-        except Exception as exc:
+            engine.install(records, prefix, cache)
+        except EngineError as exc:
             raise CacheError(
-                f"extracting packages into {cache} failed", details=str(exc).splitlines()[:8]
+                f"extracting packages into {cache} failed", details=exc.text.splitlines()[:8]
             ) from exc
 
 

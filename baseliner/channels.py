@@ -12,7 +12,6 @@ and the standard library), plus any package archives given to it, indexed with p
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import http.server
@@ -131,13 +130,13 @@ def resolve_channels(names: Sequence[str], mirrors: Mapping[str, str], base_dir:
 
 def index_channel(channel_dir: Path) -> None:
     """(Re)write repodata.json for every subdir of a local channel with py-rattler's indexer."""
-    from rattler.index import index_fs
+    from .engine import EngineError, index
 
     (channel_dir / "noarch").mkdir(parents=True, exist_ok=True)
     try:
-        asyncio.run(index_fs(channel_dir, write_zst=False, write_shards=False, force=True))
-    except Exception as exc:  # rattler raises its own exception types
-        raise ChannelError(f"could not index channel {str(channel_dir)!r}: {exc}") from exc
+        index(channel_dir)
+    except EngineError as exc:
+        raise ChannelError(f"could not index channel {str(channel_dir)!r}: {exc.text}") from exc
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -238,12 +237,12 @@ def seed_channel(channel_dir: Path, extra_packages: Sequence[Path] = ()) -> list
 def _archive_subdir(archive: Path) -> str:
     import json
 
-    from rattler.package_streaming import extract
+    from .engine import EngineError, extract
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
             extract(archive, Path(tmp))
             index = json.loads((Path(tmp) / "info" / "index.json").read_text())
-        except Exception as exc:
+        except (EngineError, OSError, ValueError) as exc:
             raise ChannelError(f"cannot read package {str(archive)!r}: {exc}") from exc
     return str(index.get("subdir") or "noarch")

@@ -12,7 +12,6 @@ into every environment where the filesystem allows (files with a prefix placehol
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -24,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import engine
 from .atomic import Report, silent
 from .channels import ChannelRef
+from .engine import EngineError
 from .errors import EnvError
 from .lock import LockedEnv
 from .locking import scratch
@@ -33,7 +34,7 @@ from .pack import ENV_MARKER
 from .pypi import parse_pip_lock
 
 if TYPE_CHECKING:
-    from rattler import RepoDataRecord
+    from .engine import RepoDataRecord
 
 # Written into every built prefix (and so into its tarball): which baseline and lock it holds.
 BASELINE_MARKER = ENV_MARKER
@@ -73,28 +74,15 @@ def _cache_hits(records: Sequence[RepoDataRecord], cache: Path) -> int:
 
 
 def install_conda(records: Sequence[RepoDataRecord], staging: Path, final: Path, cache: Path) -> None:
-    from rattler import install
-
     try:
-        asyncio.run(
-            install(
-                list(records),
-                target_prefix=staging,
-                cache_dir=cache,
-                installed_packages=[],
-                alternative_target_prefix=final,
-                show_progress=False,
-                execute_link_scripts=False,
-            )
-        )
-    except Exception as exc:  # rattler's InstallerError, hash mismatches, network errors
-        text = str(exc).strip()
+        engine.install(records, staging, cache, alternative_prefix=final, link_scripts=False)
+    except EngineError as exc:  # InstallerError, hash mismatches, network errors
         hint = "a package may be corrupt (hash mismatch) or a channel unreachable; check the mirror and retry"
-        if "longer than the placeholder" in text:
+        if "longer than the placeholder" in exc.text:
             hint = f"the prefix ({len(str(final))} chars) is longer than a package's prefix placeholder; build in a shorter directory"
         raise EnvError(
             f"installing conda packages into {final} failed",
-            details=text.splitlines()[:10],
+            details=exc.text.splitlines()[:10],
             detail_limit=10,
             hint=hint,
         ) from exc

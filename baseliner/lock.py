@@ -15,29 +15,27 @@ The *lock hash* is the sha256 of those bytes together; images and tarballs are t
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import engine
 from .atomic import Report, silent, write_atomic
 from .channels import ChannelRef, credentials, resolve_channels
+from .engine import CHANNEL_TIMEOUT, EngineError
 from .errors import LockError
 from .pypi import ResolveFailed, compile_requirements
 from .spec import Baseline
 
 if TYPE_CHECKING:
-    from rattler import GenericVirtualPackage, LockFile, RepoDataRecord
+    from .engine import RepoDataRecord
 
 
 LOCK_ENV = "default"
-# Seconds one request to a channel may take (BASELINER_CHANNEL_TIMEOUT overrides): a large
-# repodata file over a slow link fits; a host that accepts and never answers does not hang a lock.
-CHANNEL_TIMEOUT = 300
+
 SPEC_HASH_RE = re.compile(r"^# baseliner-spec-hash: ([0-9a-f]{64})$", re.M)
 DEFAULT_VIRTUAL = {
     "linux": ["__unix=0=0", "__linux=5.10=0", "__glibc=2.28=0"],
@@ -101,16 +99,6 @@ def virtual_packages(declared: Sequence[str], platform: str) -> list[str]:
     return [entries[k] for k in sorted(entries)]
 
 
-def _generic_virtual(entries: Sequence[str]) -> list[GenericVirtualPackage]:
-    from rattler import BuildString, GenericVirtualPackage, PackageName, Version
-
-    out: list[GenericVirtualPackage] = []
-    for entry in entries:
-        name, version, build = [*entry.split("="), "0", "0"][:3]
-        out.append(GenericVirtualPackage(PackageName(name), Version(version), BuildString(build)))
-    return out
-
-
 def solve_records(
     specs: Sequence[str],
     refs: Sequence[ChannelRef],
@@ -120,29 +108,9 @@ def solve_records(
     pinned: Sequence[RepoDataRecord] = (),
     locked: Sequence[RepoDataRecord] = (),
 ) -> list[RepoDataRecord]:
-    """Solve `specs` for one platform with py-rattler (strict channel priority); rattler's errors pass through."""
-    from rattler import Channel, ChannelPriority, Gateway, solve
-    from rattler.networking import AuthenticationMiddleware, Client
-
-    timeout = int(os.environ.get("BASELINER_CHANNEL_TIMEOUT") or CHANNEL_TIMEOUT)
-    client = Client([AuthenticationMiddleware()], timeout=timeout)
-    gateway = Gateway(cache_dir=cache / "repodata", client=client)
-
-    async def run() -> list[RepoDataRecord]:
-        return list(
-            await solve(
-                sources=[Channel(r.source) for r in refs],
-                specs=list(specs),
-                gateway=gateway,
-                platforms=[platform, "noarch"],  # type: ignore[list-item]
-                virtual_packages=_generic_virtual(virtual),
-                channel_priority=ChannelPriority.Strict,
-                pinned_packages=list(pinned) or None,
-                locked_packages=list(locked) or None,
-            )
-        )
-
-    return asyncio.run(run())
+    """Solve `specs` for one platform from the channels' sources (strict priority); an EngineError
+    carries py-rattler's message."""
+    return engine.solve(specs, [r.source for r in refs], platform, cache, virtual, pinned, locked)
 
 
 # rattler's network failures: "error sending request for url (URL)", then the causes, one per line.
@@ -188,8 +156,8 @@ def _solve_platform(
         return solve_records(
             baseline.conda_specs, refs, platform, cache, _virtual_packages(baseline, platform), locked=locked
         )
-    except Exception as exc:  # rattler's SolverError, GatewayError, ...
-        text = str(exc).strip()
+    except EngineError as exc:
+        text = exc.text
         unreachable = unreachable_channel(text, refs)
         if unreachable is not None:
             raise unreachable from exc
@@ -221,11 +189,9 @@ def canonicalise(records: list[RepoDataRecord], refs: Sequence[ChannelRef]) -> l
 
 
 def explicit_text(baseline: Baseline, platform: str, records: list[RepoDataRecord]) -> str:
-    from rattler import PackageRecord
-
     lines = [header(baseline).rstrip("\n"), f"# platform: {platform}", "@EXPLICIT"]
     by_name = {str(r.name.normalized): r for r in records}
-    ordered = PackageRecord.sort_topologically(list(records))
+    ordered = engine.topological(records)
     for record in (by_name[str(r.name.normalized)] for r in ordered):
         md5 = record.md5
         if md5 is None:
@@ -354,16 +320,13 @@ def _lock_baseline(
     update: Sequence[str],
     fresh: bool,
 ) -> list[Path]:
-    from rattler import LockChannel, LockFile, LockPlatform
-
     if not baseline.channels:
         raise LockError(f"baseline {baseline.name!r} names no channel", hint="add `channels:` to the spec")
     refs = resolve_channels(baseline.channels, mirrors, baseline.path.parent)
     paths = LockPaths(baseline.path)
     platforms = sorted(baseline.platforms)
-    lock_platforms = {p: LockPlatform(p, virtual_packages=_virtual_packages(baseline, p)) for p in platforms}
-    lock = LockFile(list(lock_platforms.values()))
-    lock.set_channels(LOCK_ENV, [LockChannel(r.canonical + "/") for r in refs])
+    lock = engine.LockWriter(LOCK_ENV, {p: _virtual_packages(baseline, p) for p in platforms})
+    lock.set_channels([r.canonical for r in refs])
     previous = {p: [] if fresh else _previous_records(baseline, refs, p, update) for p in platforms}
     outputs: dict[Path, bytes] = {}
     for platform in platforms:
@@ -372,7 +335,7 @@ def _lock_baseline(
         for record in sorted(records, key=lambda r: str(r.name.normalized)):
             if record.sha256 is None:
                 raise LockError(f"package {record.file_name!r} has no sha256 in the channel's repodata")
-            lock.add_conda_package(LOCK_ENV, lock_platforms[platform], record)
+            lock.add(platform, record)
         outputs[paths.explicit(platform)] = explicit_text(baseline, platform, records).encode()
         if baseline.pip:
             pyver = _python_version(records)
@@ -384,39 +347,24 @@ def _lock_baseline(
             outputs[paths.pip(platform)] = resolve_pip(
                 baseline, platform, pyver, pip_index_url, report, conda_provided(records)
             ).encode()
-    outputs[paths.lock] = header(baseline).encode() + rattler_lock_bytes(lock, paths.lock)
+    outputs[paths.lock] = header(baseline).encode() + lock.to_bytes(paths.lock)
     for path, data in outputs.items():
         write_atomic(path, data)
     return sorted(outputs)
 
 
-def rattler_lock_bytes(lock: LockFile, near: Path) -> bytes:
-    """The bytes py-rattler writes for `lock` (it writes files only; a temp file next to `near`)."""
-    tmp = near.with_name(f".{near.name}.rattler-{os.getpid()}")
-    try:
-        lock.to_path(tmp)
-        return tmp.read_bytes()
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def read_lock_records(path: Path, platform: str) -> tuple[list[str], list[RepoDataRecord]]:
     """Channels (canonical URLs) and the conda records of one platform of a py-rattler lock file."""
-    from rattler import LockFile
-
     try:
-        lock = LockFile.from_path(path)
-        env = lock.environment(LOCK_ENV)
-    except Exception as exc:
-        raise LockError(f"cannot read lock {str(path)!r}: {exc}") from exc
-    if env is None:
-        raise LockError(f"lock {str(path)!r} has no environment {LOCK_ENV!r}")
-    records = env.conda_repodata_records().get(platform)
-    if records is None and platform in {p.name for p in lock.platforms()}:
+        channels, by_platform, platforms = engine.read_lock_file(path, LOCK_ENV)
+    except EngineError as exc:
+        raise LockError(f"cannot read lock {str(path)!r}: {exc.text}") from exc
+    records = by_platform.get(platform)
+    if records is None and platform in platforms:
         records = []  # the platform is locked and needs no conda package (e.g. a pip-only delta)
     if records is None:
         raise LockError(f"lock {str(path)!r} has no platform {platform!r}")
-    return [str(c).rstrip("/") for c in env.channels()], list(records)
+    return channels, records
 
 
 def lock_files(spec_path: Path) -> list[Path]:
@@ -465,8 +413,6 @@ class LockedEnv:
 
 def read_lock(baseline: Baseline, platform: str) -> LockedEnv:
     """Read a fresh lock back; a stale or malformed one is a LockError."""
-    from rattler import LockFile
-
     reason = stale_reason(baseline)
     if reason is not None:
         raise LockError(
@@ -475,13 +421,13 @@ def read_lock(baseline: Baseline, platform: str) -> LockedEnv:
         )
     paths = LockPaths(baseline.path)
     try:
-        env = LockFile.from_path(paths.lock).environment(LOCK_ENV)
-    except Exception as exc:
+        _, by_platform, _ = engine.read_lock_file(paths.lock, LOCK_ENV)
+    except EngineError as exc:
         raise LockError(
-            f"cannot read lock {str(paths.lock)!r}: {exc}",
+            f"cannot read lock {str(paths.lock)!r}: {exc.text}",
             hint=f"run `invoke lock -n {baseline.name}`",
         ) from exc
-    records = env.conda_repodata_records().get(platform) if env else None
+    records = by_platform.get(platform)
     if records is None:
         raise LockError(f"lock of {baseline.name!r} has no platform {platform!r}")
     for record in records:

@@ -23,16 +23,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from . import engine
 from .artifacts import Manifest, read
 from .atomic import Report, silent, write_atomic
 from .channels import DEFAULT_CHANNEL_ALIAS, ChannelRef, credentials, resolve_channels
+from .engine import EngineError
 from .errors import LockError, SpecError
 from .lock import (
     LOCK_ENV,
     canonicalise,
     conda_provided,
     lock_hash,
-    rattler_lock_bytes,
     read_lock_records,
     solve_records,
     unreachable_channel,
@@ -53,7 +54,7 @@ from .spec import (
 from .store import Store
 
 if TYPE_CHECKING:
-    from rattler import RepoDataRecord
+    from .engine import RepoDataRecord
 
 EXTENDS_RE = (
     r"^(?:[a-z0-9][a-z0-9._-]{0,62}@[A-Za-z0-9][A-Za-z0-9._-]{0,63}|[A-Za-z0-9_./-]+\.(?:lock|json))$"
@@ -119,13 +120,20 @@ class Base:
 
 
 def resolve_base(overlay: Overlay, store: Store | None, work: Path) -> Base:
-    """Find the base named by `extends:` and copy its lock files under `work`."""
-    extends = overlay.spec.extends
+    """Find the base named by the overlay's `extends:` and copy its lock files under `work`."""
+    return resolve_base_ref(
+        overlay.spec.extends, store, work, overlay.path.parent, f"overlay {overlay.spec.name!r}"
+    )
+
+
+def resolve_base_ref(extends: str, store: Store | None, work: Path, relative_to: Path, who: str) -> Base:
+    """The base `extends` names — NAME@VERSION in `store`, or a path (relative to `relative_to`) to a
+    lock or a build manifest — with its lock files copied under `work`; `who` names the asker."""
     if "@" in extends and not extends.endswith((".lock", ".json")):
         name, version = extends.split("@", 1)
         if store is None:
             raise SpecError(
-                f"overlay {overlay.spec.name!r} extends {extends} but no artifact store is configured",
+                f"{who} extends {extends} but no artifact store is configured",
                 hint="set `store:` in baseliner.yaml, pass --store, or extend a path to a lock",
             )
         manifest = store.manifest(name, version)
@@ -135,11 +143,9 @@ def resolve_base(overlay: Overlay, store: Store | None, work: Path) -> Base:
                 store.fetch(name, version, filename, target / filename)
         lock = target / f"{name}.lock"
         return Base(name, version, manifest["lock_hash"], lock, _pip_locks(lock), manifest, store)
-    path = (overlay.path.parent / extends).resolve()
+    path = (relative_to / extends).resolve()
     if not path.is_file():
-        raise SpecError(
-            f"overlay {overlay.spec.name!r}: base {extends!r} does not exist", hint="fix `extends:`"
-        )
+        raise SpecError(f"{who}: base {extends!r} does not exist", hint="fix `extends:`")
     if path.name == "manifest.json":
         manifest = read(Manifest, path).model_dump(mode="json")
         lock = path.with_name(f"{manifest['name']}.lock")
@@ -181,14 +187,11 @@ def _name(record: RepoDataRecord) -> str:
 
 def base_conflicts(specs: Sequence[str], base_records: Sequence[RepoDataRecord], base: Base) -> list[str]:
     """Overlay specs that the base's own record of the same package does not satisfy."""
-    from rattler import MatchSpec
-
     by_name = {_name(r): r for r in base_records}
     found = []
     for text in specs:
-        spec = MatchSpec(text)
-        record = by_name.get(str(spec.name.normalized))
-        if record is not None and not spec.matches(record):
+        record = by_name.get(engine.spec_name(text))
+        if record is not None and not engine.spec_matches(text, record):
             found.append(
                 f"{_name(record)}: base {base.ref} has {record.version} ({record.build}), "
                 f"the overlay needs '{text}'"
@@ -225,20 +228,17 @@ def _lock_overlay(
     allow_base_changes: bool,
     report: Report,
 ) -> OverlayLock:
-    from rattler import LockChannel, LockFile, LockPlatform
-
     spec = overlay.spec
     outputs: dict[Path, bytes] = {}
     per_platform: dict[str, list[RepoDataRecord]] = {}
-    platforms = {p: LockPlatform(p) for p in spec.platforms}
-    lock = LockFile(list(platforms.values()))
+    lock = engine.LockWriter(LOCK_ENV, {p: () for p in spec.platforms})
     channels_set = False
     layered = True
     for platform in spec.platforms:
         base_channels, base_records = read_lock_records(base.lock, platform)
         refs = _refs_for(base_channels, spec.channels, mirrors, overlay.path.parent)
         if not channels_set:
-            lock.set_channels(LOCK_ENV, [LockChannel(r.canonical + "/") for r in refs])
+            lock.set_channels([r.canonical for r in refs])
             channels_set = True
         base_names = [_name(r) for r in base_records]
         conflicts = base_conflicts(spec.conda, base_records, base)
@@ -261,13 +261,13 @@ def _lock_overlay(
                 solved = solve_records(
                     [*spec.conda, *base_names], refs, platform, cache, virtual, pinned=base_records
                 )
-        except Exception as exc:  # rattler's SolverError, GatewayError
-            unreachable = unreachable_channel(str(exc), refs)
+        except EngineError as exc:
+            unreachable = unreachable_channel(exc.text, refs)
             if unreachable is not None:
                 raise unreachable from exc
             raise LockError(
                 f"could not solve overlay {spec.name!r} on {base.ref} for {platform}",
-                details=[*str(exc).strip().splitlines()[:20]],
+                details=[*exc.text.splitlines()[:20]],
                 detail_limit=20,
                 hint="a dependency of the overlay may need a different version of a base package; "
                 "relax the overlay or pass --allow-base-changes",
@@ -284,7 +284,7 @@ def _lock_overlay(
         records = solved if not layered else [r for r in solved if _name(r) not in base_names]
         per_platform[platform] = records
         for record in sorted(records, key=_name):
-            lock.add_conda_package(LOCK_ENV, platforms[platform], record)
+            lock.add(platform, record)
         if spec.pip:
             pyver = next(
                 (".".join(str(r.version).split(".")[:2]) for r in solved if _name(r) == "python"), None
@@ -295,7 +295,7 @@ def _lock_overlay(
                 overlay, base, platform, pyver, pip_index_url, solved
             )
     head = _header(overlay, base, layered)
-    outputs[overlay.lock_path] = head.encode() + rattler_lock_bytes(lock, overlay.lock_path)
+    outputs[overlay.lock_path] = head.encode() + lock.to_bytes(overlay.lock_path)
     for path, data in outputs.items():
         write_atomic(path, data)
     return OverlayLock(layered, per_platform, sorted(outputs))

@@ -45,7 +45,7 @@ from .pack import (
 from .pypi import normalise
 
 if TYPE_CHECKING:
-    from rattler import RepoDataRecord
+    from .engine import RepoDataRecord
 
 
 @dataclass(frozen=True)
@@ -367,26 +367,6 @@ def build_overlay_image(
         images.build_image(
             client, Path(tmp), [tag], base_ref, labels=vcs_labels(overlay.path.parent), report=report
         )
-    plan = smoke.plan(built.env, _as_baseline(overlay, spec_image), project.package_cache)
+    plan = smoke.plan(built.env, overlay.spec.conda, overlay.spec.pip, project.package_cache)
     images.smoke_test(client, tag, plan, spec_image.shared_cache, report)
     return tag, base_ref
-
-
-def _as_baseline(overlay: Overlay, image: Any) -> Any:
-    """The overlay's own requests, shaped for the smoke-test planner."""
-    from .spec import Baseline, Requirement
-
-    return Baseline(
-        name=overlay.spec.name,
-        version="overlay",
-        description="",
-        path=overlay.path,
-        chain=(overlay.spec.name,),
-        channels=(),
-        platforms=tuple(overlay.spec.platforms),
-        conda=tuple(Requirement(s, overlay.spec.name) for s in overlay.spec.conda),
-        pip=tuple(Requirement(s, overlay.spec.name) for s in overlay.spec.pip),
-        virtual_packages={},
-        image=image,
-        pack=overlay.spec.pack,
-    )

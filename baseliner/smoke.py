@@ -11,6 +11,7 @@ from __future__ import annotations
 import configparser
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ from typing import Any
 from .envs import conda_records
 from .lint import pip_distributions
 from .pypi import normalise
-from .spec import Baseline
 
 # Distribution name -> importable module, where they differ and files don't say it plainly.
 MODULE_MAP = {
@@ -87,12 +87,12 @@ def _conda_entry_points(cache: Path, record: dict[str, Any]) -> list[str]:
     return []
 
 
-def plan(prefix: Path, baseline: Baseline, cache: Path) -> SmokePlan:
-    """Modules and entry points of the packages `baseline` asks for, as installed at `prefix`."""
-    from rattler import MatchSpec
+def plan(prefix: Path, conda_specs: Sequence[str], pip_specs: Sequence[str], cache: Path) -> SmokePlan:
+    """Modules and entry points of the packages the specs ask for, as installed at `prefix`."""
+    from .engine import spec_name
 
-    requested_conda = {normalise(str(MatchSpec(r.spec).name.normalized)) for r in baseline.conda}
-    requested_pip = {normalise(re.split(r"[\s<>=!~;\[]", r.spec, maxsplit=1)[0]) for r in baseline.pip}
+    requested_conda = {normalise(spec_name(s)) for s in conda_specs}
+    requested_pip = {normalise(re.split(r"[\s<>=!~;\[]", s, maxsplit=1)[0]) for s in pip_specs}
     modules: list[str] = []
     entry_points: list[str] = []
     records = conda_records(prefix)

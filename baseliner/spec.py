@@ -66,12 +66,11 @@ class StrictModel(BaseModel):
 
 
 def _match_spec(spec: str) -> str:
-    from rattler import MatchSpec  # heavy native module: imported when used
+    from .engine import check_match_spec  # a heavy native module: imported when used
 
-    try:
-        MatchSpec(spec)
-    except Exception as exc:  # rattler raises its own InvalidMatchSpecError
-        raise ValueError(f"{spec!r} is not a valid match spec ({exc})") from None
+    problem = check_match_spec(spec)
+    if problem is not None:
+        raise ValueError(f"{spec!r} is not a valid match spec ({problem})")
     return spec
 
 

@@ -506,15 +506,12 @@ def drift(c: Context, prefix: str, baseline: str, store: str = "", json: bool = 
     """List what an environment added, removed or changed relative to a baseline lock."""
     import tempfile
 
-    from .overlay import Overlay, OverlaySpec, resolve_base
     from .overlay import drift as compute
+    from .overlay import resolve_base_ref
 
     proj = project(c)
-    probe = Overlay(
-        OverlaySpec(schema_version=1, name="drift-probe", extends=baseline), Path.cwd() / "drift.yaml"
-    )
     with tempfile.TemporaryDirectory() as tmp:
-        base = resolve_base(probe, _store(proj, store), Path(tmp))
+        base = resolve_base_ref(baseline, _store(proj, store), Path(tmp), Path.cwd(), "--baseline")
         result = compute(Path(prefix), base)
     if json:
         _emit_json(result.as_dict())

@@ -18,16 +18,16 @@ from .inventory import scan_prefix
 
 
 def export_env(prefix: Path, out_dir: Path) -> list[Path]:
-    from rattler import PackageRecord, PrefixRecord
+    from ..engine import prefix_records, topological
 
     if not (prefix / "conda-meta").is_dir():
         raise EnvError(
             f"{prefix} is not a conda environment (no conda-meta)", hint="pass the environment's prefix"
         )
     profile = scan_prefix(prefix)
-    records = [PrefixRecord.from_path(p) for p in sorted((prefix / "conda-meta").glob("*.json"))]
+    records = prefix_records(prefix)
     by_name = {str(r.name.normalized): r for r in records}
-    ordered = [by_name[str(r.name.normalized)] for r in PackageRecord.sort_topologically(list(records))]
+    ordered = [by_name[str(r.name.normalized)] for r in topological(records)]
     header = f"# exported by baseliner from {prefix} — `baseliner export-env {prefix}` regenerates it\n"
     explicit = [header.rstrip("\n"), "@EXPLICIT"]
     for record in ordered:

@@ -1,5 +1,5 @@
-"""One error hierarchy: each class its own exit code, as the README's table says, and the CLI
-exits with it (no traceback)."""
+"""One error hierarchy, each class its own exit code, as the README's table says, and the CLI
+exits with it (no traceback); one boundary for the conda engine (only engine.py imports rattler)."""
 
 from __future__ import annotations
 
@@ -48,3 +48,17 @@ def test_the_cli_exits_with_the_errors_code_and_no_traceback(tmp_path: Path) -> 
     )
     assert out.returncode == errors.SpecError.exit_code, out.stderr
     assert "gives the key 'conda' twice" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_only_the_engine_module_imports_rattler() -> None:
+    import ast
+
+    importers = []
+    for path in sorted((ROOT / "baseliner").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            if any(n == "rattler" or n.startswith("rattler.") for n in names):
+                importers.append(path.relative_to(ROOT).as_posix())
+    assert sorted(set(importers)) == ["baseliner/engine.py"]
