@@ -206,6 +206,24 @@ class VerifyResult:
     def sound(self) -> bool:
         return not (self.corrupt or self.missing or self.foreign or self.leftovers)
 
+    def as_dict(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in sorted(vars(self).items())}
+
+    def error(self, cache: Path, repair_command: str) -> CacheError:
+        """The CacheError that says what is wrong, leftovers first, with the command that repairs it."""
+        return CacheError(
+            f"shared cache {cache} is not sound",
+            details=[
+                *(f"leftover of an interrupted run: {p}" for p in self.leftovers),
+                *(f"corrupt: {p}" for p in self.corrupt),
+                *(f"missing: {p}" for p in self.missing),
+                *(f"foreign: {p}" for p in self.foreign),
+            ],
+            detail_limit=10,
+            hint=f"run `{repair_command}` (leftovers and damaged packages are ours to restore; "
+            "a foreign entry is not: remove it by hand if nothing needs it)",
+        )
+
 
 def _package_dirs(cache: Path) -> Iterable[Path]:
     return sorted(p for p in cache.iterdir() if p.is_dir() and not p.name.startswith("."))

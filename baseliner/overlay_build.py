@@ -40,6 +40,7 @@ from .pack import (
     open_tarball,
     pack_env,
     sha256_file,
+    unpack,
     verify_checksum,
 )
 from .pypi import normalise
@@ -253,6 +254,14 @@ def _base_tarball(info: dict[str, Any]) -> str:
     """The file name the store gives the base tarball a delta applies onto."""
     name, _, version = str(info["base"]).partition("@")
     return f"{name}-{version}-{info.get('platform', 'linux-64')}.tar.gz"
+
+
+def unpack_any(tarball: Path, dest: Path, verify: bool = True, report: Report = silent) -> Path:
+    """Unpack a baseline tarball into the new directory `dest`, or apply an overlay's delta tarball
+    (named `*.delta.*` by `build-overlay`) onto the unpacked base at `dest`."""
+    if ".delta." in tarball.name:
+        return apply_delta(tarball, dest, verify=verify, report=report)
+    return unpack(tarball, dest, verify=verify, report=report)
 
 
 def apply_delta(tarball: Path, base_prefix: Path, verify: bool = True, report: Report = silent) -> Path:

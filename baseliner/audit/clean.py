@@ -69,3 +69,15 @@ def execute(result: CleanPlan) -> None:
         shutil.rmtree(path)
         for archive in (path.with_name(path.name + ".conda"), path.with_name(path.name + ".tar.bz2")):
             archive.unlink(missing_ok=True)
+
+
+def parse_age(text: str) -> int:
+    """Days in an age like `90d` or `12w` (what `--older-than` takes)."""
+    import re
+
+    from ..errors import BaselinerError
+
+    match = re.fullmatch(r"(\d+)([dw])", text)
+    if not match:
+        raise BaselinerError(f"--older-than {text!r} is not a duration", hint="use days or weeks: 90d, 12w")
+    return int(match.group(1)) * (7 if match.group(2) == "w" else 1)
