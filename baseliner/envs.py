@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from .errors import EnvError
 from .lock import LockedEnv
 from .locking import scratch
 from .pack import ENV_MARKER
-from .pypi import parse_pip_lock
+from .pypi import ResolveFailed, install_locked, parse_pip_lock
 
 if TYPE_CHECKING:
     from .engine import RepoDataRecord
@@ -90,36 +89,15 @@ def install_conda(records: Sequence[RepoDataRecord], staging: Path, final: Path,
 
 def install_pip(pip_lock: Path, staging: Path, index_url: str | None, uv_cache: Path) -> int:
     """Install the pip lock with the environment's own python: --no-deps --require-hashes."""
-    from uv import find_uv_bin
-
-    python = staging / "bin" / "python"
-    cmd = [
-        find_uv_bin(),
-        "pip",
-        "install",
-        "--python",
-        str(python),
-        "--no-deps",
-        "--require-hashes",
-        "--no-config",
-        "--link-mode",
-        "hardlink",
-        "--cache-dir",
-        str(uv_cache),
-        "-r",
-        str(pip_lock),
-    ]
-    if index_url:
-        cmd += ["--index-url", index_url]
-    env = {**os.environ, "UV_NO_PROGRESS": "1", "VIRTUAL_ENV": ""}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
+    try:
+        install_locked(pip_lock, staging / "bin" / "python", index_url, uv_cache)
+    except ResolveFailed as exc:
         raise EnvError(
             f"installing the pip lock {pip_lock.name} failed",
-            details=proc.stderr.strip().splitlines()[-12:],
+            details=exc.lines,
             detail_limit=12,
             hint="a hash may not match (the index changed?) or the index is unreachable; re-lock or fix the index",
-        )
+        ) from exc
     _retarget_scripts(staging)
     return len(parse_pip_lock(pip_lock.read_text()))
 

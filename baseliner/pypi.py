@@ -98,6 +98,35 @@ class ResolveFailed(Exception):
         return re.search(rf"\b{re.escape(name)}\b", "\n".join(self.lines).lower()) is not None
 
 
+def install_locked(pip_lock: Path, python: Path, index_url: str | None, cache: Path) -> None:
+    """Install a pip lock into the environment of `python` with uv: `--no-deps --require-hashes`,
+    hardlinked from uv's cache, ignoring this machine's uv config; ResolveFailed on failure."""
+    from uv import find_uv_bin
+
+    cmd = [
+        find_uv_bin(),
+        "pip",
+        "install",
+        "--python",
+        str(python),
+        "--no-deps",
+        "--require-hashes",
+        "--no-config",
+        "--link-mode",
+        "hardlink",
+        "--cache-dir",
+        str(cache),
+        "-r",
+        str(pip_lock),
+    ]
+    if index_url:
+        cmd += ["--index-url", index_url]
+    env = {**os.environ, "UV_NO_PROGRESS": "1", "VIRTUAL_ENV": ""}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise ResolveFailed(proc.stderr.strip().splitlines()[-12:])
+
+
 def compile_requirements(
     requirements: Sequence[str],
     python_version: str,

@@ -1,5 +1,5 @@
 """One error hierarchy, each class its own exit code, as the README's table says, and the CLI
-exits with it (no traceback); one boundary for the conda engine (only engine.py imports rattler)."""
+exits with it (no traceback); one boundary per engine (only engine.py imports rattler, only pypi.py uv)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from baseliner import errors
 
@@ -50,7 +52,10 @@ def test_the_cli_exits_with_the_errors_code_and_no_traceback(tmp_path: Path) -> 
     assert "gives the key 'conda' twice" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_only_the_engine_module_imports_rattler() -> None:
+@pytest.mark.parametrize(
+    ("engine", "boundary"), [("rattler", "baseliner/engine.py"), ("uv", "baseliner/pypi.py")]
+)
+def test_each_engine_is_imported_by_its_boundary_module_alone(engine: str, boundary: str) -> None:
     import ast
 
     importers = []
@@ -59,6 +64,6 @@ def test_only_the_engine_module_imports_rattler() -> None:
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and node.level == 0:
                 names = [node.module or ""]
-            if any(n == "rattler" or n.startswith("rattler.") for n in names):
+            if any(n == engine or n.startswith(f"{engine}.") for n in names):
                 importers.append(path.relative_to(ROOT).as_posix())
-    assert sorted(set(importers)) == ["baseliner/engine.py"]
+    assert sorted(set(importers)) == [boundary]
