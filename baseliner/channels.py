@@ -13,8 +13,6 @@ and the standard library), plus any package archives given to it, indexed with p
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.server
 import json
 import os
 import platform
@@ -23,7 +21,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -125,7 +122,7 @@ def resolve_channels(names: Sequence[str], mirrors: Mapping[str, str], base_dir:
     return [resolve_channel(n, mirrors, base_dir) for n in names]
 
 
-# --- indexing and serving --------------------------------------------------------------------
+# --- indexing --------------------------------------------------------------------
 
 
 def index_channel(channel_dir: Path) -> None:
@@ -137,25 +134,6 @@ def index_channel(channel_dir: Path) -> None:
         index(channel_dir)
     except EngineError as exc:
         raise ChannelError(f"could not index channel {str(channel_dir)!r}: {exc.text}") from exc
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def serve_directory(directory: Path, port: int = 0) -> Iterator[str]:
-    """Serve `directory` over HTTP on 127.0.0.1 for the duration of the block; yields the URL."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # --- seeding the local channel ---------------------------------------------------------------

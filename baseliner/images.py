@@ -407,15 +407,6 @@ def ensure_image(client: docker.DockerClient, ref: str, report: Report = silent)
     return str(client.images.get(ref).id)
 
 
-def layers(client: docker.DockerClient, ref: str) -> list[str]:
-    """The image's filesystem layer digests (RootFS), bottom first."""
-    return list(client.api.inspect_image(ref)["RootFS"]["Layers"])
-
-
-def size(client: docker.DockerClient, ref: str) -> int:
-    return int(client.api.inspect_image(ref)["Size"])
-
-
 def export_volume(
     client: docker.DockerClient, source: Path, volume_name: str, image: str = BASE_IMAGE
 ) -> str:

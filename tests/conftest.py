@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from baseliner.channels import serve_directory
 from baseliner.config import Project
 
 from .support.fixture_channel import build_fixture_channel
+from .support.serving import serve_directory
 from .support.wheels import build_fixture_wheels
 
 REPO = Path(__file__).resolve().parents[1]

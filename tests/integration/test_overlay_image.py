@@ -10,13 +10,14 @@ import pytest
 import yaml
 
 from baseliner.build import BuildOptions, build_baseline
-from baseliner.images import layers, run, size
+from baseliner.images import run
 from baseliner.overlay import load_overlay, lock_overlay, resolve_base
 from baseliner.overlay_build import build_overlay, build_overlay_image
 from baseliner.publish import publish_baseline
 from baseliner.store import Store
 
 from ..conftest import MakeProject, spec
+from ..support.serving import layers, size
 
 pytestmark = pytest.mark.docker
 
