@@ -3,7 +3,7 @@
 `write_atomic` writes to a temporary name in the same directory (unique per process, so two
 writers never share one) and renames it over the target: a reader sees the old file or the new
 one, never a half-written one, and a killed writer leaves only a temporary file named as ours
-(`locking.scratch_file`), which the next run's sweep of that directory removes.
+(`concurrency.scratch_file`), which the next run's sweep of that directory removes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def silent(_: str) -> None:
 
 
 def write_atomic(path: Path, data: bytes | str) -> Path:
-    from .locking import scratch_file
+    from .concurrency import scratch_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = scratch_file(path)

@@ -32,13 +32,13 @@ from .activation import activation_env
 from .artifacts import Manifest, read
 from .atomic import Report, silent, write_json_atomic
 from .channels import credentials, resolve_channels
+from .concurrency import hold, sweep
 from .condapkg import FIXED_MTIME
 from .config import Project
 from .envs import BASELINE_MARKER, install_env, normalise_mtimes
 from .errors import BaselinerError, DiskFullError, DockerUnavailable, LockError, is_disk_full
-from .lint import Finding, lint_env, raise_on_errors
+from .lint import LintFinding, lint_env, raise_on_errors
 from .lock import lock_baseline, lock_hash, read_lock, stale_reason
-from .locking import hold, sweep
 from .pack import pack_env, sha256_file
 from .pypi import parse_pip_lock, pip_requires
 from .render import PACKAGE_TEMPLATES, render_activation, render_outputs, tarball_name, write_outputs
@@ -71,7 +71,7 @@ class BuildResult:
     tarball: Path
     manifest: Path
     steps: list[Step] = field(default_factory=list)
-    warnings: list[Finding] = field(default_factory=list)
+    warnings: list[LintFinding] = field(default_factory=list)
     image_tags: tuple[str, ...] = ()
     image_note: str = ""
     rebuilt: bool = True

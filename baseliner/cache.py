@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING
 from . import engine
 from .atomic import Report, silent, write_atomic, write_json_atomic
 from .channels import DEFAULT_CHANNEL_ALIAS, resolve_channel, split_credentials
+from .concurrency import is_scratch, leftovers, scratch, sweep
 from .engine import EngineError
 from .errors import CacheError
 from .lock import read_lock_records
-from .locking import is_scratch, leftovers, scratch, sweep
 from .pack import sha256_file
 from .store import Store
 
@@ -109,7 +109,7 @@ def fill(
     Archives are downloaded (from the mirrors) and checked against the lock's sha256; py-rattler
     then extracts them, writing its own per-package metadata beside conda's, so the same
     directory is a conda `pkgs` dir and a py-rattler cache layer. All of it happens in one scratch
-    directory of the cache (see `locking.scratch`); each finished package is renamed into place
+    directory of the cache (see `concurrency.scratch`); each finished package is renamed into place
     (its directory, then its archive), so a killed fill leaves only what the next one sweeps."""
     cache.mkdir(parents=True, exist_ok=True)
     result = FillResult()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .locking import scratch_file
+from .concurrency import scratch_file
 
 # A fixed, plausible timestamp (2024-01-01, ms): conda records it; it must not vary between builds.
 FIXED_TIMESTAMP_MS = 1704067200000

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 from . import engine
 from .atomic import Report, silent
 from .channels import ChannelRef
+from .concurrency import scratch
 from .engine import EngineError
 from .errors import EnvError
 from .lock import LockedEnv
-from .locking import scratch
 from .pack import ENV_MARKER
 from .pypi import ResolveFailed, install_locked, parse_pip_lock
 

@@ -29,7 +29,7 @@ from .pypi import normalise
 
 
 @dataclass(frozen=True)
-class Finding:
+class LintFinding:
     severity: Literal["error", "warning"]
     check: str
     message: str
@@ -80,7 +80,7 @@ def pip_distributions(prefix: Path, conda_files: set[str]) -> list[PipDist]:
     return dists
 
 
-def _check_pip(prefix: Path, records: list[dict[str, Any]]) -> Iterable[Finding]:
+def _check_pip(prefix: Path, records: list[dict[str, Any]]) -> Iterable[LintFinding]:
     owner: dict[str, str] = {}
     conda_versions: dict[str, str] = {}
     for rec in records:
@@ -92,7 +92,7 @@ def _check_pip(prefix: Path, records: list[dict[str, Any]]) -> Iterable[Finding]
         clobbered = sorted(p for p in dist.files if p in owner)
         if clobbered:
             victims = sorted({owner[p] for p in clobbered})
-            yield Finding(
+            yield LintFinding(
                 "error",
                 "pip-clobber",
                 f"pip package {dist.name} {dist.version} overwrote files of conda package "
@@ -100,7 +100,7 @@ def _check_pip(prefix: Path, records: list[dict[str, Any]]) -> Iterable[Finding]
                 f"drop {dist.name} from `pip:` (conda provides it) or from `conda:`",
             )
         elif normalise(dist.name) in conda_versions:
-            yield Finding(
+            yield LintFinding(
                 "error",
                 "pip-shadow",
                 f"pip package {dist.name} {dist.version} shadows conda package "
@@ -109,7 +109,7 @@ def _check_pip(prefix: Path, records: list[dict[str, Any]]) -> Iterable[Finding]
             )
 
 
-def _check_editables(prefix: Path) -> Iterable[Finding]:
+def _check_editables(prefix: Path) -> Iterable[LintFinding]:
     for site in _site_packages(prefix):
         for direct in sorted(site.glob("*.dist-info/direct_url.json")):
             try:
@@ -117,14 +117,14 @@ def _check_editables(prefix: Path) -> Iterable[Finding]:
             except ValueError:
                 continue
             if data.get("dir_info", {}).get("editable"):
-                yield Finding(
+                yield LintFinding(
                     "error",
                     "editable",
                     f"{direct.parent.name} is an editable install of {data.get('url', '?')}",
                     "install it as a normal package (a wheel) or move it to an overlay",
                 )
         for link in sorted(site.glob("*.egg-link")):
-            yield Finding(
+            yield LintFinding(
                 "error",
                 "editable",
                 f"{link.name} is an editable (develop) install",
@@ -137,7 +137,7 @@ def _check_editables(prefix: Path) -> Iterable[Finding]:
                     continue
                 target = (site / line).resolve()
                 if not target.is_relative_to(prefix.resolve()):
-                    yield Finding(
+                    yield LintFinding(
                         "error",
                         "editable",
                         f"{pth.name} adds {line} (outside the prefix) to sys.path",
@@ -147,7 +147,7 @@ def _check_editables(prefix: Path) -> Iterable[Finding]:
 
 def _check_conda_files(
     prefix: Path, records: list[dict[str, Any]], targets: Iterable[str]
-) -> Iterable[Finding]:
+) -> Iterable[LintFinding]:
     longest = max((len(t) for t in targets), default=len(str(prefix)))
     for rec in records:
         label = f"{rec['name']} {rec['version']}"
@@ -174,21 +174,21 @@ def _check_conda_files(
             if placeholder and entry.get("file_mode") == "binary" and longest > len(placeholder):
                 too_long.append(f"{rel} (placeholder {len(placeholder)} chars)")
         if missing:
-            yield Finding(
+            yield LintFinding(
                 "error",
                 "missing-file",
                 f"{label}: files listed in conda-meta are missing: {', '.join(first_few(missing))}",
                 "rebuild the environment; something deleted package files",
             )
         if changed:
-            yield Finding(
+            yield LintFinding(
                 "error",
                 "changed-file",
                 f"{label}: files differ from conda-meta: {', '.join(first_few(changed))}",
                 "rebuild the environment; a later install step modified package files",
             )
         if too_long:
-            yield Finding(
+            yield LintFinding(
                 "error",
                 "prefix-length",
                 f"{label}: prefix of {longest} chars is longer than the binary placeholder of {', '.join(first_few(too_long))}",
@@ -196,7 +196,7 @@ def _check_conda_files(
             )
 
 
-def _check_symlinks(prefix: Path) -> Iterable[Finding]:
+def _check_symlinks(prefix: Path) -> Iterable[LintFinding]:
     root = prefix.resolve()
     escaping = []
     for dirpath, dirnames, filenames in os.walk(prefix):
@@ -212,7 +212,7 @@ def _check_symlinks(prefix: Path) -> Iterable[Finding]:
                 if not resolved.is_relative_to(root):
                     escaping.append(f"{path.relative_to(prefix)} -> {target}")
     if escaping:
-        yield Finding(
+        yield LintFinding(
             "error",
             "symlink-escape",
             f"symlinks point outside the prefix: {', '.join(first_few(escaping))}",
@@ -220,7 +220,7 @@ def _check_symlinks(prefix: Path) -> Iterable[Finding]:
         )
 
 
-def lint_env(prefix: Path, relocation_targets: Iterable[str] = ()) -> list[Finding]:
+def lint_env(prefix: Path, relocation_targets: Iterable[str] = ()) -> list[LintFinding]:
     """Every finding for the environment at `prefix` (see the module docstring)."""
     prefix = prefix.resolve()
     records = conda_records(prefix)
@@ -234,7 +234,7 @@ def lint_env(prefix: Path, relocation_targets: Iterable[str] = ()) -> list[Findi
     return sorted(findings, key=lambda f: (f.severity != "error", f.check, f.message))
 
 
-def raise_on_errors(name: str, findings: list[Finding], rebuild: str) -> None:
+def raise_on_errors(name: str, findings: list[LintFinding], rebuild: str) -> None:
     """Raise a LintError listing the error findings; `rebuild` is the command that builds again."""
     errors = [f for f in findings if f.severity == "error"]
     if errors:

@@ -44,10 +44,10 @@ from pydantic import Field
 
 from .atomic import Report, silent, write_atomic, write_json_atomic
 from .channels import current_subdir, index_channel, python_package_spec
+from .concurrency import scratch_file
 from .condapkg import FileEntry, PackageSpec, Symlink, tree_files, write_package
 from .errors import ChannelError, Location
 from .lock import SPEC_HASH_RE
-from .locking import scratch_file
 from .pypi import Pin, ResolveFailed, compile_requirements, download_wheels, normalise, parse_pip_lock
 from .spec import NAME_RE, PipRequirementStr, StrictModel, read_source, validate_model
 

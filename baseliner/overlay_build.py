@@ -25,13 +25,13 @@ from . import __version__
 from .artifacts import DeltaManifest, EnvMarker, read
 from .atomic import Report, silent, write_json_atomic
 from .channels import credentials
+from .concurrency import hold, scratch
 from .condapkg import FIXED_MTIME
 from .config import Project
 from .envs import BASELINE_MARKER, OVERLAY_MARKER, conda_records, install_env, normalise_mtimes
 from .errors import LockError, PackError, StoreError
 from .lint import lint_env, pip_distributions, raise_on_errors
 from .lock import LockedEnv, read_lock_records
-from .locking import hold, scratch
 from .overlay import Base, Overlay, _refs_for, overlay_stale_reason, read_header
 from .pack import (
     PackResult,

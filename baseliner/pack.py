@@ -31,9 +31,9 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
 from .atomic import Report, silent, write_atomic
+from .concurrency import claim, owner_is_dead, release, scratch
 from .condapkg import FIXED_MTIME
 from .errors import PackError, first_few
-from .locking import claim, owner_is_dead, release, scratch
 from .yamlsource import control_characters
 
 # The file every baseliner environment carries (name, version, platform, lock hash).

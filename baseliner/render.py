@@ -95,18 +95,18 @@ def environment(templates_dir: Path | None = None) -> jinja2.Environment:
 
 
 @dataclass(frozen=True)
-class Package:
+class LockedPackage:
     name: str
     version: str
     build: str
     channel: str
 
 
-def _packages(baseline: Baseline, platform: str) -> tuple[list[Package], list[tuple[str, str]]]:
+def _packages(baseline: Baseline, platform: str) -> tuple[list[LockedPackage], list[tuple[str, str]]]:
     locked = read_lock(baseline, platform)
     conda = sorted(
         (
-            Package(
+            LockedPackage(
                 str(r.name.normalized),
                 str(r.version),
                 str(r.build),

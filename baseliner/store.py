@@ -35,8 +35,8 @@ from typing import Any
 
 from .artifacts import Manifest, StoreIndex, load, read
 from .atomic import write_atomic, write_json_atomic
+from .concurrency import scratch
 from .errors import StoreError
-from .locking import scratch
 from .pack import sha256_file
 from .sbom import sbom_json
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
+from baseliner.concurrency import SCRATCH_PREFIX
 from baseliner.config import Project
 from baseliner.errors import DiskFullError
-from baseliner.locking import SCRATCH_PREFIX
 
 from ..conftest import MakeProject, spec
 
@@ -134,7 +134,7 @@ def test_eight_concurrent_builds_share_cache_and_output(project: Project) -> Non
 
 def test_another_build_holding_the_lock_is_named(project: Project) -> None:
     from baseliner.build import BuildOptions, BuildPaths, build_baseline
-    from baseliner.locking import Locked, hold
+    from baseliner.concurrency import Locked, hold
 
     baseline = project.repo().resolve("par2")
     stem = BuildPaths(project, baseline, "linux-64").stem

@@ -130,7 +130,7 @@ def test_verify_tells_leftovers_from_foreign_and_repair_heals_both_kinds_of_dama
     import time
 
     from baseliner.cache import repair
-    from baseliner.locking import SCRATCH_PREFIX, _host
+    from baseliner.concurrency import SCRATCH_PREFIX, _host
 
     project, store, _ = store_of_two
     cache = tmp_path / "pkgs"
@@ -139,7 +139,7 @@ def test_verify_tells_leftovers_from_foreign_and_repair_heals_both_kinds_of_dama
     clean = {p.name for p in cache.iterdir()}
     # A fill killed mid-way: its scratch directory with an owner file nobody holds any more.
     code = (
-        "import os, sys; from pathlib import Path; from baseliner.locking import scratch\n"
+        "import os, sys; from pathlib import Path; from baseliner.concurrency import scratch\n"
         "with scratch(Path(sys.argv[1]), 'fill') as tmp:\n"
         "    (tmp / 'python-3.11.conda').write_bytes(b'x' * 1000); os.kill(os.getpid(), 9)\n"
     )

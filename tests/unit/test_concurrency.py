@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 from baseliner.atomic import write_atomic
-from baseliner.locking import OWNER_FILE, SCRATCH_PREFIX, leftovers, scratch, scratch_file, sweep
+from baseliner.concurrency import OWNER_FILE, SCRATCH_PREFIX, leftovers, scratch, scratch_file, sweep
 
 HOLD = (
-    "import os, sys; from pathlib import Path; from baseliner.locking import scratch\n"
+    "import os, sys; from pathlib import Path; from baseliner.concurrency import scratch\n"
     "with scratch(Path(sys.argv[1]), 'test') as tmp:\n"
     "    (tmp / 'part').write_bytes(b'x' * 4096); print(tmp, flush=True); sys.stdin.read(1)\n"
 )
