@@ -107,7 +107,7 @@ def test_pip_clobbering_stops_the_build_naming_both(make_project: MakeProject, d
 
 def test_failing_docker_step_shows_the_step_and_log_tail(project: Any, docker_client: Any) -> None:
     project.templates_dir.mkdir()
-    source = Path(__file__).resolve().parents[2] / "templates" / "Dockerfile.j2"
+    source = Path(__file__).resolve().parents[2] / "baseliner" / "templates" / "Dockerfile.j2"
     text = source.read_text().replace(
         "FROM ${BASE_IMAGE}\n", "FROM ${BASE_IMAGE}\nRUN echo about-to-fail && exit 7\n", 1
     )
