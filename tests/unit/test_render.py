@@ -141,6 +141,7 @@ def test_repo_templates_override_packaged_ones(make_project: MakeProject) -> Non
     (project.templates_dir / "condarc.j2").write_text("# {{ header }}\nchannels: []\n")
     outputs = _rendered(project, "golden")
     assert outputs["condarc"].decode().endswith("channels: []\n")
+    assert outputs["Dockerfile"] == (GOLDEN / "Dockerfile").read_bytes()  # the rest: the packaged ones
 
 
 def test_strict_undefined_turns_a_typo_into_an_error(make_project: MakeProject) -> None:
