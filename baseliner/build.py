@@ -105,7 +105,7 @@ class BuildPaths:
 
     @property
     def env(self) -> Path:
-        return self.project.build_dir / "envs" / self.stem
+        return self.project.envs_dir / self.stem
 
     @property
     def out_dir(self) -> Path:
@@ -256,7 +256,7 @@ def build_baseline(
             f"baseline {name!r} is not locked for {options.platform}",
             hint=f"platforms: {', '.join(baseline.platforms)}",
         )
-    lock_file = project.build_dir / "locks" / f"{paths.stem}.lock"
+    lock_file = project.locks_dir / f"{paths.stem}.lock"
     what = f"the build of {name} {baseline.version} ({options.platform})"
     with hold(lock_file, what, options.lock_timeout, report), credentials(list(project.mirrors().values())):
         _clean_leftovers(paths)
@@ -327,6 +327,7 @@ def _build_locked(
                 paths.env,
                 project.package_cache,
                 project.config.pip_index_url,
+                uv_cache=project.uv_cache,
                 report=report,
                 markers={BASELINE_MARKER: marker},
             )

@@ -85,6 +85,44 @@ class Project:
     def build_dir(self) -> Path:
         return self.root / "build"
 
+    # Every path under build/ and dist/ is named here, once.
+    @property
+    def locks_dir(self) -> Path:
+        """Build locks (`concurrency.hold`), one file per baseline build or overlay build."""
+        return self.build_dir / "locks"
+
+    @property
+    def envs_dir(self) -> Path:
+        return self.build_dir / "envs"
+
+    @property
+    def bases_dir(self) -> Path:
+        """Lock files of published bases, fetched for overlays."""
+        return self.build_dir / "bases"
+
+    @property
+    def shared_cache(self) -> Path:
+        """The default shared package cache that `invoke cache` fills."""
+        return self.build_dir / "shared-pkgs"
+
+    @property
+    def local_channel_dir(self) -> Path:
+        return self.build_dir / "local-channel"
+
+    @property
+    def org_channel_work(self) -> Path:
+        """The org channel's wheels and conversions (a cache, by wheel sha256)."""
+        return self.build_dir / "org-channel"
+
+    @property
+    def uv_cache(self) -> Path:
+        """uv's cache for pip sections, beside the package cache (hardlinks need one filesystem)."""
+        return self.package_cache.parent / "uv-cache"
+
+    @property
+    def overlays_dist(self) -> Path:
+        return self.dist_dir / "overlays"
+
     @property
     def package_cache(self) -> Path:
         return self._path(self.config.package_cache)

@@ -130,9 +130,7 @@ def build_overlay(
     """Build the overlay's env (base + delta), its delta and full tarballs and manifest, holding
     its build lock; an unchanged overlay on an unchanged base is a no-op (unless `force`)."""
     name = f"{overlay.spec.name}-{platform}"
-    with hold(
-        project.build_dir / "locks" / f"overlay-{name}.lock", f"the build of overlay {name}", report=report
-    ):
+    with hold(project.locks_dir / f"overlay-{name}.lock", f"the build of overlay {name}", report=report):
         return _build_overlay(project, overlay, base, platform, report, force)
 
 
@@ -155,8 +153,8 @@ def _build_overlay(
     base_pip = base.pip_locks.get(platform)
     locked = LockedEnv(platform, records, base_pip if layered else None)
     name = f"{overlay.spec.name}-{platform}"
-    env = project.build_dir / "envs" / name
-    out_dir = project.dist_dir / "overlays" / overlay.spec.name
+    env = project.envs_dir / name
+    out_dir = project.overlays_dist / overlay.spec.name
     key = overlay_build_key(overlay, base, platform)
     base_names, base_pins = {_n(r) for r in base_records}, set(base.pip_pins(platform))
     if not force and (fresh := _fresh_build(out_dir, env.resolve(), key, base_names, base_pins)) is not None:
@@ -186,11 +184,20 @@ def _build_overlay(
             env,
             project.package_cache,
             project.config.pip_index_url,
+            uv_cache=project.uv_cache,
             report=report,
             extra_pip_locks=[pip_delta] if pip_delta.is_file() else [],
             markers=markers,
         )
-    raise_on_errors(overlay.spec.name, lint_env(env, ["/opt/env"]), f"baseliner build-overlay {overlay.path}")
+    from .spec import ImageSpec
+
+    # The image prefix the base was built for (an overlay env lands in the base image's prefix).
+    image_prefix = (((base.manifest or {}).get("image") or {}).get("spec") or {}).get(
+        "prefix", ImageSpec().prefix
+    )
+    raise_on_errors(
+        overlay.spec.name, lint_env(env, [image_prefix]), f"baseliner build-overlay {overlay.path}"
+    )
     normalise_mtimes(env, FIXED_MTIME)
     delta_files = _delta_files(env, base_names, base_pins) if layered else []
     fmt = overlay.spec.pack.format

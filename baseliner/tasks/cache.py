@@ -48,7 +48,7 @@ def cache_task(
     from .. import cache as shared
 
     proj = project(c)
-    target = Path(directory) if directory else proj.build_dir / "shared-pkgs"
+    target = Path(directory) if directory else proj.shared_cache
     if verify:
         result = shared.verify(target)
         if repair and not result.sound:
@@ -61,9 +61,7 @@ def cache_task(
         if json:
             _emit_json(result.as_dict())
         if not result.sound:
-            flag = (
-                "" if target == proj.build_dir / "shared-pkgs" else f" --directory {shlex.quote(str(target))}"
-            )
+            flag = "" if target == proj.shared_cache else f" --directory {shlex.quote(str(target))}"
             raise result.error(target, f"invoke cache --verify --repair{flag}")
         console.print(f"[green]ok[/green] {target} is sound")
         return

@@ -20,7 +20,7 @@ def _overlay_and_base(path: str, store: str) -> tuple[Any, Any, Any]:
 
     overlay = load_overlay(Path(path))
     proj = Project.load(overlay.path.parent)
-    base = resolve_base(overlay, _store(proj, store), proj.build_dir / "bases")
+    base = resolve_base(overlay, _store(proj, store), proj.bases_dir)
     return proj, overlay, base
 
 

@@ -60,7 +60,7 @@ def seed_channel(c: Context, directory: str | None = None, package: list[str] | 
     from ..channels import seed_channel as seed
 
     proj = project(c)
-    target = Path(directory) if directory else proj.build_dir / "local-channel"
+    target = Path(directory) if directory else proj.local_channel_dir
     with console.status(f"seeding {target} (packing the running python)"):
         written = seed(target, [Path(p) for p in package or []])
     for path in written:
@@ -109,7 +109,7 @@ def channel(
         console.print(f"[green]wrote[/green] {written.relative_to(proj.root)}")
     target = Path(directory) if directory else proj.channel_dir(org.spec.url)
     result = build_org_channel(
-        org, target, proj.build_dir / "org-channel", proj.config.pip_index_url, jobs or None, _report
+        org, target, proj.org_channel_work, proj.config.pip_index_url, jobs or None, _report
     )
     if json:
         _emit_json(
