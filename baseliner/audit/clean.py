@@ -1,9 +1,10 @@
 """Cleaning a shared server: stale environments and unreferenced cache packages.
 
-Dry run by default (what would go, with bytes counted by inode). Never removed: an environment
-that declares a published baseline (its `etc/baseliner/baseline.json` names a version in the
-store) or that is listed as protected, and any cache package a published lock or a listed overlay
-needs (see `cache.prune_plan`).
+Dry run by default (what would go, with bytes counted by inode). Stale means unused (last use,
+else last change) for longer than the given days; only environments found as prefixes count.
+Never removed: an environment that declares a published baseline (its
+`etc/baseliner/baseline.json` names a version in the store), and any cache package a published
+lock or a listed overlay needs (see `cache.prune_plan`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def plan(
 
 
 def execute(result: CleanPlan) -> None:
+    """Remove what `plan` listed: the environments, and each package's directory and archives."""
     for prefix, _ in result.envs:
         shutil.rmtree(prefix)
     for package, _ in result.packages:
