@@ -20,6 +20,16 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
 
 
+def unavailable(reason: str, switch: str) -> None:
+    """Skip with `reason`, unless the environment variable `switch` is 1 (set by .ci/run): then
+    what the test needs is required here, and its absence fails the run instead of hiding a test."""
+    import os
+
+    if os.environ.get(switch) == "1":
+        pytest.fail(f"{reason} ({switch}=1: required here)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def channel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_fixture_channel(tmp_path_factory.mktemp("channel"))

@@ -23,7 +23,7 @@ from baseliner.concurrency import SCRATCH_PREFIX
 from baseliner.config import Project
 from baseliner.errors import DiskFullError
 
-from ..conftest import MakeProject, spec
+from ..conftest import MakeProject, spec, unavailable
 
 BASELINER = str(Path(sys.executable).with_name("baseliner"))
 KILL_TRIALS = 20
@@ -152,7 +152,7 @@ def test_full_disk_fails_clearly_and_poisons_nothing(project: Project, tmp_path:
         ).returncode
         != 0
     ):
-        pytest.skip("cannot mount a tmpfs here (needs root)")
+        unavailable("cannot mount a tmpfs here (needs root)", "BASELINER_REQUIRE_ROOT")
     try:
         config = project.root / "baseliner.yaml"
         config.write_text(config.read_text() + f"dist: {small}\n")

@@ -20,7 +20,7 @@ from baseliner.build import BuildOptions, build_baseline
 from baseliner.lock import lock_files
 from baseliner.store import Store, publish
 
-from ..conftest import MakeProject, install_baseline, spec
+from ..conftest import MakeProject, install_baseline, spec, unavailable
 from ..support.fleet import build_fleet
 
 
@@ -93,9 +93,7 @@ def test_export_env_round_trips(make_project: MakeProject, tmp_path: Path) -> No
 def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
     if chromium is None:
-        if os.environ.get("BASELINER_REQUIRE_BROWSER") == "1":
-            pytest.fail("chromium is required here (BASELINER_REQUIRE_BROWSER=1)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+        unavailable("chromium is not installed (apt-get install chromium)", "BASELINER_REQUIRE_BROWSER")
     envs_root, cache = build_fleet(tmp_path / "server")
     audit = run_audit(inventory([envs_root]), AuditOptions(threshold=0.75), caches=[cache])
     page = tmp_path / "report.html"

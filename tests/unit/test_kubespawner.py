@@ -16,7 +16,6 @@ from baseliner.render import render_kubernetes
 
 from ..conftest import spec
 
-kubespawner = pytest.importorskip("kubespawner")
 DIGEST = "127.0.0.1:5000/org/ml@sha256:" + "cd" * 32
 HOME_VOLUME = {"name": "home", "persistentVolumeClaim": {"claimName": "claim-{username}"}}
 HOME_MOUNT = {"name": "home", "mountPath": "/home/jovyan"}
