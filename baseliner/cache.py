@@ -333,6 +333,7 @@ def stats(cache: Path, wanted: Mapping[str, Wanted]) -> dict[str, object]:
 
 def export_tarball(cache: Path, output: Path) -> Path:
     """A tarball of the cache for seeding an NFS share or a PVC (sorted, fixed mtimes; atomic)."""
+    import gzip
     import tarfile
 
     from .condapkg import FIXED_MTIME
@@ -343,7 +344,12 @@ def export_tarball(cache: Path, output: Path) -> Path:
 
     with scratch(output.parent, f"export-{output.name}") as tmp_dir:
         tmp = tmp_dir / output.name
-        with tarfile.open(tmp, "w:gz") as tar:
+        # gzip's header would carry the time and the file name: neither, so two exports are equal.
+        with (
+            tmp.open("wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+            tarfile.open(fileobj=gz, mode="w") as tar,
+        ):
             for dirpath, dirnames, filenames in os.walk(cache):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 for name in sorted(filenames):

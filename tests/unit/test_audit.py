@@ -76,7 +76,13 @@ def test_reports(fleet) -> None:  # type: ignore[no-untyped-def]
     _, _, audit = fleet
     data = as_json(audit)
     assert data["schema_version"] == 1 and len(data["environments"]) == 8
-    assert data["clusters"][0]["min_similarity"] >= 0.75
+    # The matrix product against plain Python sets: every cluster's weakest pair, exactly.
+    by_name = {e.name: {f"{p.source}:{p.name}=={p.version}" for p in e.packages} for e in audit.envs}
+    for cluster in data["clusters"]:
+        sets = [by_name[m] for m in cluster["members"]]
+        pairs = [len(a & b) / len(a | b) for i, a in enumerate(sets) for b in sets[i + 1 :]]
+        linked = [s for s in pairs if s >= 0.75]  # the fleet's threshold: pairs that are edges
+        assert cluster["min_similarity"] == round(min(linked), 4)
     page = html(audit)
     assert (
         page.count("<rect ") == len(audit.envs) ** 2
