@@ -174,15 +174,27 @@ def build_image(
     report: Report = silent,
 ) -> BuiltImage:
     """Build `context` (streaming the log) and apply every tag."""
-    from docker.errors import APIError
-
     if not image_exists(client, base_image):
         raise ImageError(
             f"base image {base_image!r} is not available to the engine",
             hint="build it with `invoke base-image`, or set `image.base` to an image the engine has",
         )
+    return _build_and_tag(client, context, tags, {"BASE_IMAGE": base_image}, labels or {}, report)
+
+
+def _build_and_tag(
+    client: docker.DockerClient,
+    context: Path,
+    tags: Sequence[str],
+    buildargs: dict[str, str],
+    labels: dict[str, str],
+    report: Report,
+) -> BuiltImage:
+    """Build `context` as the first tag, then give the image every other tag."""
+    from docker.errors import APIError
+
     try:
-        image_id = _stream_build(client, context, tags[0], {"BASE_IMAGE": base_image}, labels or {}, report)
+        image_id = _stream_build(client, context, tags[0], buildargs, labels, report)
         image = client.images.get(image_id)
         for ref in tags[1:]:
             repo, _, tag = ref.rpartition(":")
@@ -202,19 +214,9 @@ def extend_image(
     """Build a one-file context (`dockerfile`, FROM an image already built) and move every tag to it."""
     import tempfile
 
-    from docker.errors import APIError
-
     with tempfile.TemporaryDirectory(prefix="baseliner-extend-") as tmp:
         (Path(tmp) / "Dockerfile").write_bytes(dockerfile)
-        try:
-            image_id = _stream_build(client, Path(tmp), tags[0], {}, labels or {}, report)
-            image = client.images.get(image_id)
-            for ref in tags[1:]:
-                repo, _, tag = ref.rpartition(":")
-                image.tag(repo, tag)
-        except APIError as exc:
-            raise ImageError(f"docker build of {tags[0]} failed: {exc.explanation or exc}") from exc
-    return BuiltImage(id=image_id, tags=tuple(tags))
+        return _build_and_tag(client, Path(tmp), tags, {}, labels or {}, report)
 
 
 @dataclass(frozen=True)
