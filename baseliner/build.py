@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +31,7 @@ from .activation import activation_env
 from .artifacts import Manifest, read
 from .atomic import Report, silent, write_json_atomic
 from .channels import credentials, resolve_channels
-from .concurrency import hold, sweep
+from .concurrency import hold, scratch, sweep
 from .condapkg import FIXED_MTIME
 from .config import Project
 from .envs import BASELINE_MARKER, install_env, normalise_mtimes
@@ -397,8 +396,9 @@ def _image_steps(
         return
     result.rebuilt = True
     with _step(result, "image", report) as detail:
-        with tempfile.TemporaryDirectory(prefix=f"baseliner-context-{baseline.name}-") as tmp:
-            context = Path(tmp)
+        # Scratch next to the env (same filesystem as dist, so the tarball is linked, not copied),
+        # where the next build sweeps it if this one is killed.
+        with scratch(paths.env.parent, "context") as context:
             for item in (project.images_dir / baseline.name).iterdir():
                 shutil.copy2(item, context / item.name)
             _link_or_copy(paths.tarball, context / tarball_name(baseline))

@@ -15,9 +15,10 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .atomic import Report, silent
+from .concurrency import scratch_file
 from .errors import DockerUnavailable, ImageError
 from .smoke import SmokePlan
 
@@ -127,11 +128,35 @@ def _stream_build(
     labels: dict[str, str],
     report: Report,
 ) -> str:
+    # The SDK would tar the context into the system's temporary directory, where a killed build
+    # leaves a copy of it (the environment's tarball included) that nothing removes. Tarred here,
+    # next to the context, under a scratch name the next run's sweep recognises.
+    from docker.utils.build import tar
+
+    archive = scratch_file(context.with_name(f"{context.name}.tar"))
+    try:
+        with archive.open("w+b") as fileobj:
+            tar(str(context), fileobj=fileobj)
+            fileobj.seek(0)
+            return _stream_archive(client, fileobj, tag, buildargs, labels, report)
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+def _stream_archive(
+    client: docker.DockerClient,
+    fileobj: IO[bytes],
+    tag: str,
+    buildargs: dict[str, str],
+    labels: dict[str, str],
+    report: Report,
+) -> str:
     tail: deque[str] = deque(maxlen=LOG_TAIL)
     step = "(before the first step)"
     image_id: str | None = None
     stream: Iterator[dict[str, Any]] = client.api.build(
-        path=str(context),
+        fileobj=fileobj,
+        custom_context=True,
         tag=tag,
         rm=True,
         forcerm=True,
@@ -260,7 +285,7 @@ def _remove(container: Any) -> None:
     from docker.errors import APIError, NotFound
 
     try:
-        container.remove(force=True)
+        container.remove(force=True, v=True)  # v: the anonymous volume of the image's VOLUME too
     except NotFound:
         pass
     except APIError as exc:  # 409: another cleanup is already removing it

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -376,12 +375,12 @@ def build_overlay_image(
         spec_image,
         project.templates_dir,
     )
-    with tempfile.TemporaryDirectory(prefix="baseliner-overlay-") as tmp:
+    with scratch(built.env.parent, "context") as tmp:
         for name, data in context.items():
-            (Path(tmp) / name).write_bytes(data)
-        shutil.copy2(built.delta.path, Path(tmp) / built.delta.path.name)
+            (tmp / name).write_bytes(data)
+        shutil.copy2(built.delta.path, tmp / built.delta.path.name)
         images.build_image(
-            client, Path(tmp), [tag], base_ref, labels=vcs_labels(overlay.path.parent), report=report
+            client, tmp, [tag], base_ref, labels=vcs_labels(overlay.path.parent), report=report
         )
     plan = smoke.plan(built.env, overlay.spec.conda, overlay.spec.pip, project.package_cache)
     images.smoke_test(client, tag, plan, spec_image.shared_cache, report)

@@ -6,6 +6,7 @@ Where no engine answers, these tests skip with the reason, unless BASELINER_REQU
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -32,9 +33,30 @@ def docker_client() -> Iterator[Any]:
         _unavailable(f"no Docker Engine: {exc.details[0] if exc.details else exc.message}")
     if not image_exists(client, BASE_IMAGE):
         _unavailable(f"base image {BASE_IMAGE} missing: run `invoke base-image`")
+    images_before = {image.id for image in client.images.list(all=True)}
+    volumes_before = {volume.id for volume in client.volumes.list()}
     yield client
     for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
-        container.remove(force=True)
+        container.remove(force=True, v=True)
+    _remove_new(client, images_before, volumes_before)
+
+
+def _remove_new(client: Any, images_before: set[str], volumes_before: set[str]) -> None:
+    """Remove the images and volumes this session made: a run of the suite builds some GB of them,
+    and a machine that keeps them fills its disk within a few runs."""
+    from docker.errors import APIError
+
+    for _ in range(5):  # children before parents: each round removes what no longer has children
+        left = [image for image in client.images.list(all=True) if image.id not in images_before]
+        if not left:
+            break
+        for image in left:
+            with contextlib.suppress(APIError):
+                client.images.remove(image.id, force=True)
+    for volume in client.volumes.list():
+        if volume.id not in volumes_before:
+            with contextlib.suppress(APIError):
+                volume.remove(force=True)
 
 
 @pytest.fixture(scope="session")

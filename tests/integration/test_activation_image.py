@@ -45,7 +45,7 @@ def test_every_way_into_the_image_sees_the_activation(geo: Any, docker_client: A
         code, output = container.exec_run(["sh", "-c", PROBE])
         assert code == 0 and output.decode().strip().splitlines() == EXPECTED
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
     assert docker_client.images.get(ref).attrs["Config"]["Entrypoint"] == [
         "/usr/local/bin/baseliner-entrypoint"
     ]

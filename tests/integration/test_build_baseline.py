@@ -138,3 +138,48 @@ def test_cli_build_without_engine_builds_the_rest(project: Any, tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr
     assert "no Docker Engine can be reached" in proc.stderr
     assert (project.dist_dir / _name(project) / "1.0").is_dir()
+
+
+def test_a_build_leaves_no_volume_or_container_behind(project: Any, docker_client: Any) -> None:
+    # The image declares the shared cache a VOLUME: every smoke container gets an anonymous volume,
+    # which outlives the container unless it is removed with it.
+    volumes = {v.id for v in docker_client.volumes.list()}
+    containers = {c.id for c in docker_client.containers.list(all=True)}
+    result = build_baseline(project, _name(project), BuildOptions(), connect=lambda: docker_client)
+    try:
+        assert result.image_tags
+        assert {v.id for v in docker_client.volumes.list()} == volumes
+        assert {c.id for c in docker_client.containers.list(all=True)} == containers
+    finally:
+        for tag in result.image_tags:
+            docker_client.images.remove(tag, force=True)
+
+
+def test_a_build_killed_in_the_image_step_leaves_no_copy_of_the_env(project: Any, tmp_path: Path) -> None:
+    import os
+    import signal
+    import sys
+    import time
+
+    from baseliner.concurrency import SCRATCH_PREFIX
+
+    systmp = tmp_path / "systmp"
+    systmp.mkdir()
+    envs = project.build_dir / "envs"
+    env = {**os.environ, "BASELINER_ROOT": str(project.root), "TMPDIR": str(systmp)}
+    command = [str(Path(sys.executable).with_name("baseliner")), "build-baseline", _name(project)]
+    proc = subprocess.Popen(command, env=env, cwd=project.root, start_new_session=True)
+    manifest = project.dist_dir / _name(project) / "1.0" / "manifest.json"
+    deadline = time.monotonic() + 300
+    while not manifest.exists():  # the manifest is the last step before the image
+        assert proc.poll() is None and time.monotonic() < deadline, "the build ended before its image step"
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the image build, whose context holds the environment's tarball
+    assert proc.poll() is None, "the build ended before it could be killed in its image step"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = {p.relative_to(systmp): p.stat().st_size for p in systmp.rglob("*") if p.is_file()}
+    assert sum(left.values()) < 1_000_000, left
+    again = subprocess.run(command, env=env, cwd=project.root, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert not list(envs.glob(f"{SCRATCH_PREFIX}*"))

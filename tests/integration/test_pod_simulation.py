@@ -95,7 +95,7 @@ def test_pod_runs_from_digest_and_creates_an_env_from_the_shared_cache_alone(
         status = box.wait(timeout=300)
         output = box.logs().decode()
     finally:
-        box.remove(force=True)
+        box.remove(force=True, v=True)
         docker_client.volumes.get(volume).remove(force=True)
     assert status["StatusCode"] == 0, output
     report = json.loads(output.strip().splitlines()[-1])
