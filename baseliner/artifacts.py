@@ -146,11 +146,78 @@ class DeltaManifest(ArtifactModel):
     build_key: str = ""  # what the build depended on: the same key again is a no-op
 
 
+class OverlayMarker(ArtifactModel):
+    """What overlay a prefix holds, on which base (`etc/baseliner/overlay.json`, in every delta)."""
+
+    schema_version: Literal[1] = 1
+    name: str
+    base: str  # NAME@VERSION
+    base_lock_hash: str
+    layered: bool
+    platform: str
+
+
+class AuditEnv(ArtifactModel):
+    name: str
+    location: str
+    kind: str
+    owner: str | None
+    conda: int
+    pip: int
+    apparent_bytes: int
+    unique_bytes: int
+    shared_bytes: int
+    cluster: int | None
+    last_used: str | None
+    unreadable: list[str]  # files that could not be read
+
+
+class AuditCluster(ArtifactModel):
+    id: int
+    members: list[str]
+    min_similarity: float | None
+
+
+class AuditFinding(ArtifactModel):
+    kind: str
+    envs: list[str]
+    message: str
+
+
+class AuditProposal(ArtifactModel):
+    cluster: int
+    members: list[str]
+    baseline: dict[str, Any]  # a baseline spec, as `baselines/NAME.yaml` would hold it
+    overlays: dict[str, dict[str, Any]]  # overlay specs by name
+    conflicts: list[str]
+    current_bytes: int
+    projected_bytes: int
+    freed_bytes: int
+
+
+class DiskTotal(ArtifactModel):
+    total_bytes: int
+
+
+class AuditReport(ArtifactModel):
+    """`invoke audit --json`: the environments found, their clusters, findings and proposals."""
+
+    schema_version: Literal[1]
+    threshold: float
+    environments: list[AuditEnv]
+    disk: DiskTotal
+    clusters: list[AuditCluster]
+    findings: list[AuditFinding]
+    proposals: list[AuditProposal]
+
+
 MODELS: dict[str, type[ArtifactModel]] = {
     "manifest": Manifest,
     "store-index": StoreIndex,
     "env-marker": EnvMarker,
     "delta-manifest": DeltaManifest,
+    "overlay-marker": OverlayMarker,
+    "audit-report": AuditReport,
 }
 SUPPORTED_VERSIONS = {name: (1,) for name in MODELS}
 
@@ -168,7 +235,7 @@ def load(model: type[M], data: bytes | str, where: str | Path) -> M:
         ) from None
     if not isinstance(value, dict):
         raise ArtifactError(f"{where} is not a JSON object")
-    version = value.get("schema_version", 1 if model is EnvMarker else None)
+    version = value.get("schema_version", 1 if model in (EnvMarker, OverlayMarker) else None)
     if version not in (1,):
         raise ArtifactError(
             f"{where} has schema_version {version!r}, which this baseliner does not read (it reads 1)",

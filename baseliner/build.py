@@ -19,10 +19,8 @@ import hashlib
 import json
 import os
 import shutil
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,60 +34,15 @@ from .condapkg import FIXED_MTIME
 from .config import Project
 from .envs import BASELINE_MARKER, install_env, normalise_mtimes
 from .errors import BaselinerError, DiskFullError, DockerUnavailable, LockError, is_disk_full
-from .lint import LintFinding, lint_env, raise_on_errors
+from .lint import lint_env, raise_on_errors
 from .lock import lock_baseline, lock_hash, read_lock, stale_reason
 from .pack import pack_env, sha256_file
+from .pipeline import BUILD_KEY_LABEL, BuildOptions, BuildResult, step, vcs_labels
 from .pypi import parse_pip_lock, pip_requires
 from .render import PACKAGE_TEMPLATES, render_activation, render_outputs, tarball_name, write_outputs
 from .spec import Baseline
 
 MANIFEST_VERSION = 1
-BUILD_KEY_LABEL = "io.baseliner.build-key"
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    image: bool = True
-    platform: str = "linux-64"
-    force: bool = False
-    lock_timeout: float = 1800.0
-
-
-@dataclass
-class Step:
-    name: str
-    seconds: float
-    detail: str
-
-
-@dataclass
-class BuildResult:
-    name: str
-    version: str
-    build_key: str
-    tarball: Path
-    manifest: Path
-    steps: list[Step] = field(default_factory=list)
-    warnings: list[LintFinding] = field(default_factory=list)
-    image_tags: tuple[str, ...] = ()
-    image_note: str = ""
-    rebuilt: bool = True
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "build_key": self.build_key,
-            "tarball": str(self.tarball),
-            "manifest": str(self.manifest),
-            "rebuilt": self.rebuilt,
-            "image_tags": list(self.image_tags),
-            "image_note": self.image_note,
-            "steps": [
-                {"name": s.name, "seconds": round(s.seconds, 3), "detail": s.detail} for s in self.steps
-            ],
-            "warnings": [f.message for f in self.warnings],
-        }
 
 
 @dataclass(frozen=True)
@@ -231,15 +184,6 @@ def manifest_data(
     return Manifest.model_validate(data).model_dump(mode="json")  # what readers will check
 
 
-@contextmanager
-def _step(result: BuildResult, name: str, report: Report) -> Iterator[list[str]]:
-    detail: list[str] = []
-    start = time.perf_counter()
-    report(f"[{name}]")
-    yield detail
-    result.steps.append(Step(name, time.perf_counter() - start, "; ".join(detail)))
-
-
 def build_baseline(
     project: Project,
     name: str,
@@ -297,10 +241,12 @@ def _build_locked(
     report: Report,
     connect: Callable[[], Any] | None,
 ) -> BuildResult:
-    result = BuildResult(name, baseline.version, "", paths.tarball, paths.manifest, rebuilt=False)
+    result = BuildResult(
+        "baseline", name, baseline.version, options.platform, "", paths.env, paths.tarball, paths.manifest
+    )
 
     if stale_reason(baseline) is not None:
-        with _step(result, "lock", report) as detail:
+        with step(result, "lock", report) as detail:
             lock_baseline(
                 baseline, project.mirrors(), project.build_dir, project.config.pip_index_url, report
             )
@@ -311,7 +257,7 @@ def _build_locked(
 
     if options.force or not tarball_fresh(paths, key):
         result.rebuilt = True
-        with _step(result, "env", report) as detail:
+        with step(result, "env", report) as detail:
             locked = read_lock(baseline, options.platform)
             refs = resolve_channels(baseline.channels, project.mirrors(), baseline.path.parent)
             marker = {
@@ -334,12 +280,12 @@ def _build_locked(
                 f"{installed.conda_packages} conda + {installed.pip_packages} pip packages, "
                 f"cache hits {installed.cache_hits}/{installed.conda_packages}"
             )
-        with _step(result, "lint", report) as detail:
+        with step(result, "lint", report) as detail:
             findings = lint_env(paths.env, [baseline.image.prefix])
             raise_on_errors(name, findings, f"invoke build-baseline {name}")
             result.warnings = [f for f in findings if f.severity == "warning"]
             detail.append(f"{len(result.warnings)} warning(s)")
-        with _step(result, "pack", report) as detail:
+        with step(result, "pack", report) as detail:
             normalise_mtimes(paths.env, FIXED_MTIME)
             packed = pack_env(
                 paths.env,
@@ -355,7 +301,7 @@ def _build_locked(
             paths.manifest, manifest_data(paths, key, packed.sha256, packed.size, paths.env, None)
         )
 
-    with _step(result, "render", report) as detail:
+    with step(result, "render", report) as detail:
         outputs = render_outputs(baseline, project.templates_dir)
         write_outputs(outputs, project.images_dir / name)
         detail.append(f"images/{name}/ ({len(outputs)} files)")
@@ -395,7 +341,7 @@ def _image_steps(
         result.image_note = "fresh"
         return
     result.rebuilt = True
-    with _step(result, "image", report) as detail:
+    with step(result, "image", report) as detail:
         # Scratch next to the env (same filesystem as dist, so the tarball is linked, not copied),
         # where the next build sweeps it if this one is killed.
         with scratch(paths.env.parent, "context") as context:
@@ -413,7 +359,7 @@ def _image_steps(
         detail.append(
             f"{', '.join(tags)} ({built.id[7:19]}), {len(activation)} activation variable(s) in ENV"
         )
-    with _step(result, "smoke", report) as detail:
+    with step(result, "smoke", report) as detail:
         plan = smoke.plan(
             paths.env, [r.spec for r in baseline.conda], [r.spec for r in baseline.pip], project.package_cache
         )
@@ -431,34 +377,6 @@ def _image_steps(
         "activation": {k: v.shown(k) for k, v in activation.items()},
     }
     write_json_atomic(paths.manifest, manifest)
-
-
-def vcs_labels(root: Path) -> dict[str, str]:
-    """OCI `source` (the git remote as a URL, credentials dropped) and `revision` (the commit) of
-    the repo at `root`; empty where it is not a git checkout or has no remote."""
-    import re
-    import subprocess
-
-    def git(*args: str) -> str:
-        try:
-            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return out.stdout.strip() if out.returncode == 0 else ""
-
-    labels = {}
-    revision = git("rev-parse", "HEAD")
-    if re.fullmatch(r"[0-9a-f]{40,64}", revision):
-        labels["org.opencontainers.image.revision"] = revision
-    remote = git("remote", "get-url", "origin")
-    if not remote and (names := git("remote").split()):
-        remote = git("remote", "get-url", names[0])
-    scp = re.fullmatch(r"(?:[^@/:]+@)?([^:/]+):([^/].*)", remote)
-    if scp and "://" not in remote:  # git@host:org/repo.git is ssh://host/org/repo.git
-        remote = f"ssh://{scp.group(1)}/{scp.group(2)}"
-    if re.match(r"(https?|ssh|git)://", remote):  # a local path or file:// is no use to a reader
-        labels["org.opencontainers.image.source"] = re.sub(r"(?<=://)[^/@]+@", "", remote)
-    return labels
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

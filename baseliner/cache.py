@@ -292,10 +292,16 @@ def prune_plan(cache: Path, wanted: Mapping[str, Wanted]) -> list[tuple[str, int
 def prune(cache: Path, wanted: Mapping[str, Wanted]) -> list[tuple[str, int]]:
     """Remove what `prune_plan` lists (never a package a published lock needs)."""
     plan = prune_plan(cache, wanted)
-    for name, _ in plan:
+    gone = {name for name, _ in plan}
+    for name in gone:
         shutil.rmtree(cache / name)
-        for archive in (cache / f"{name}.conda", cache / f"{name}.tar.bz2"):
-            archive.unlink(missing_ok=True)
+        for leftover in (cache / f"{name}.conda", cache / f"{name}.tar.bz2", cache / f"{name}.lock"):
+            leftover.unlink(missing_ok=True)  # the archive, and py-rattler's note of the package
+    urls_txt = cache / "urls.txt"
+    if gone and urls_txt.is_file():
+        urls = urls_txt.read_text().splitlines()
+        kept = [u for u in urls if dist_name(u.rsplit("/", 1)[-1]) not in gone]
+        write_atomic(urls_txt, "".join(f"{u}\n" for u in kept))
     return plan
 
 

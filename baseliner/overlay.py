@@ -94,7 +94,12 @@ class Overlay:
 
 
 def load_overlay(path: Path) -> Overlay:
-    spec: OverlaySpec = validate_model(OverlaySpec, read_source(path), "overlay", path.stem)
+    """Load and validate one overlay spec; errors name the overlay by its `name:` (or its file)."""
+    source = read_source(path)
+    data = source.data if isinstance(source.data, dict) else {}
+    name = data["name"] if isinstance(data.get("name"), str) and data["name"] else path.name
+    hint = f"fix the file, then run `baseliner lock-overlay {path} --check`"
+    spec: OverlaySpec = validate_model(OverlaySpec, source, "overlay", name, hint)
     return Overlay(spec, path.resolve())
 
 

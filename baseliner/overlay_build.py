@@ -16,24 +16,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .artifacts import DeltaManifest, EnvMarker, read
+from .artifacts import DeltaManifest, EnvMarker, OverlayMarker, load, read
 from .atomic import Report, silent, write_json_atomic
 from .channels import credentials
 from .concurrency import hold, scratch
 from .condapkg import FIXED_MTIME
 from .config import Project
 from .envs import BASELINE_MARKER, OVERLAY_MARKER, conda_records, install_env, normalise_mtimes
-from .errors import LockError, PackError, StoreError
+from .errors import DockerUnavailable, LockError, PackError, StoreError
 from .lint import lint_env, pip_distributions, raise_on_errors
 from .lock import LockedEnv, read_lock_records
 from .overlay import Base, Overlay, _refs_for, overlay_stale_reason, read_header
 from .pack import (
-    PackResult,
     conda_unpack,
     member_problems,
     open_tarball,
@@ -42,22 +41,13 @@ from .pack import (
     unpack,
     verify_checksum,
 )
+from .pipeline import BUILD_KEY_LABEL, BuildOptions, BuildResult, step, vcs_labels
 from .pypi import normalise
+from .render import render_overlay_context
+from .spec import ImageSpec
 
 if TYPE_CHECKING:
     from .engine import RepoDataRecord
-
-
-@dataclass(frozen=True)
-class OverlayBuild:
-    env: Path
-    delta: PackResult
-    full: PackResult
-    manifest: Path
-    layered: bool
-    delta_files: tuple[str, ...]
-    delta_bytes: int
-    rebuilt: bool = True
 
 
 def overlay_build_key(overlay: Overlay, base: Base, platform: str) -> str:
@@ -77,30 +67,23 @@ def overlay_build_key(overlay: Overlay, base: Base, platform: str) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def _fresh_build(
-    out_dir: Path, env: Path, key: str, base_names: set[str], base_pins: set[str]
-) -> OverlayBuild | None:
-    """The previous build in `out_dir` when it was made with `key` and its outputs are intact."""
-    path = out_dir / "manifest.json"
-    if not path.is_file() or not env.is_dir():
-        return None
-    manifest = read(DeltaManifest, path)
+def _fresh_build(result: BuildResult, base_names: set[str], base_pins: set[str]) -> bool:
+    """Fill `result` from the previous build when it was made with `result.build_key` and its
+    outputs are intact; whether it was."""
+    if not result.manifest.is_file() or not result.env.is_dir():
+        return False
+    manifest = read(DeltaManifest, result.manifest)
+    out_dir = result.manifest.parent
     delta, full = out_dir / manifest.delta.name, out_dir / manifest.full.name
-    if manifest.build_key != key or not delta.is_file() or not full.is_file():
-        return None
+    if manifest.build_key != result.build_key or not delta.is_file() or not full.is_file():
+        return False
     if sha256_file(delta) != manifest.delta.sha256 or sha256_file(full) != manifest.full.sha256:
-        return None
-    files = _delta_files(env, base_names, base_pins) if manifest.layered else []
-    return OverlayBuild(
-        env,
-        PackResult(delta, manifest.delta.sha256, manifest.delta.size),
-        PackResult(full, manifest.full.sha256, manifest.full.size),
-        path,
-        manifest.layered,
-        tuple(files),
-        manifest.delta.unpacked_bytes,
-        rebuilt=False,
-    )
+        return False
+    result.layered = manifest.layered
+    result.delta, result.tarball = (delta if manifest.layered else None), full
+    result.delta_files = tuple(_delta_files(result.env, base_names, base_pins) if manifest.layered else [])
+    result.delta_bytes = manifest.delta.unpacked_bytes
+    return True
 
 
 def _delta_files(prefix: Path, base_names: set[str], base_pins: set[str]) -> list[str]:
@@ -122,20 +105,31 @@ def build_overlay(
     project: Project,
     overlay: Overlay,
     base: Base,
-    platform: str = "linux-64",
+    options: BuildOptions = BuildOptions(),
     report: Report = silent,
-    force: bool = False,
-) -> OverlayBuild:
-    """Build the overlay's env (base + delta), its delta and full tarballs and manifest, holding
-    its build lock; an unchanged overlay on an unchanged base is a no-op (unless `force`)."""
-    name = f"{overlay.spec.name}-{platform}"
-    with hold(project.locks_dir / f"overlay-{name}.lock", f"the build of overlay {name}", report=report):
-        return _build_overlay(project, overlay, base, platform, report, force)
+    connect: Callable[[], Any] | None = None,
+) -> BuildResult:
+    """Build the overlay through the pipeline (see `pipeline`), holding its build lock: env (base +
+    delta), lint, delta and full tarballs, manifest, then the image FROM the base and its smoke
+    test. An unchanged overlay on an unchanged base is a no-op (unless `options.force`)."""
+    name = f"{overlay.spec.name}-{options.platform}"
+    what = f"the build of overlay {name}"
+    with (
+        hold(project.locks_dir / f"overlay-{name}.lock", what, options.lock_timeout, report),
+        credentials(list(project.mirrors().values())),
+    ):
+        result = _build_overlay(project, overlay, base, options, report)
+        if options.image:
+            _image_steps(project, overlay, base, result, options, report, connect)
+        else:
+            result.image_note = "skipped (--no-image)"
+        return result
 
 
 def _build_overlay(
-    project: Project, overlay: Overlay, base: Base, platform: str, report: Report, force: bool
-) -> OverlayBuild:
+    project: Project, overlay: Overlay, base: Base, options: BuildOptions, report: Report
+) -> BuildResult:
+    platform = options.platform
     reason = overlay_stale_reason(overlay, base)
     if reason is not None:
         raise LockError(
@@ -146,41 +140,48 @@ def _build_overlay(
     layered = header.get("layered") == "true"
     base_channels, base_records = read_lock_records(base.lock, platform)
     _, delta_records = read_lock_records(overlay.lock_path, platform)
-    refs = _refs_for(base_channels, overlay.spec.channels, project.mirrors(), overlay.path.parent)
-    records = [*base_records, *delta_records] if layered else delta_records
-    pip_delta = overlay.pip_path(platform)
-    base_pip = base.pip_locks.get(platform)
-    locked = LockedEnv(platform, records, base_pip if layered else None)
     name = f"{overlay.spec.name}-{platform}"
-    env = project.envs_dir / name
     out_dir = project.overlays_dist / overlay.spec.name
-    key = overlay_build_key(overlay, base, platform)
-    base_names, base_pins = {_n(r) for r in base_records}, set(base.pip_pins(platform))
-    if not force and (fresh := _fresh_build(out_dir, env.resolve(), key, base_names, base_pins)) is not None:
-        report(f"{overlay.spec.name} is fresh: nothing changed since its last build")
-        return fresh
-    markers: dict[str, object] = {
-        OVERLAY_MARKER: {
-            "name": overlay.spec.name,
-            "base": base.ref,
-            "base_lock_hash": base.lock_hash,
-            "layered": layered,
-        },
-        BASELINE_MARKER: {
-            "name": base.name,
-            "version": base.version,
-            "platform": platform,
-            "lock_hash": base.lock_hash,
-        },
-    }
-    report(
-        f"installing {overlay.spec.name}: {len(base_records)} base + {len(delta_records)} delta conda packages"
+    result = BuildResult(
+        "overlay",
+        overlay.spec.name,
+        base.version,
+        platform,
+        overlay_build_key(overlay, base, platform),
+        (project.envs_dir / name).resolve(),
+        out_dir / f"{name}.full.{overlay.spec.pack.format}",
+        out_dir / "manifest.json",
+        base=base.ref,
     )
-    with credentials(list(project.mirrors().values())):
-        install_env(
+    base_names, base_pins = {_n(r) for r in base_records}, set(base.pip_pins(platform))
+    if not options.force and _fresh_build(result, base_names, base_pins):
+        report(f"{overlay.spec.name} is fresh: nothing changed since its last build")
+        return result
+    result.rebuilt, result.layered = True, layered
+    with step(result, "env", report) as detail:
+        refs = _refs_for(base_channels, overlay.spec.channels, project.mirrors(), overlay.path.parent)
+        records = [*base_records, *delta_records] if layered else delta_records
+        pip_delta = overlay.pip_path(platform)
+        locked = LockedEnv(platform, records, base.pip_locks.get(platform) if layered else None)
+        markers: dict[str, object] = {
+            OVERLAY_MARKER: OverlayMarker(
+                name=overlay.spec.name,
+                base=base.ref,
+                base_lock_hash=base.lock_hash,
+                layered=layered,
+                platform=platform,
+            ).model_dump(mode="json"),
+            BASELINE_MARKER: {
+                "name": base.name,
+                "version": base.version,
+                "platform": platform,
+                "lock_hash": base.lock_hash,
+            },
+        }
+        installed = install_env(
             locked,
             refs,
-            env,
+            result.env,
             project.package_cache,
             project.config.pip_index_url,
             uv_cache=project.uv_cache,
@@ -188,37 +189,37 @@ def _build_overlay(
             extra_pip_locks=[pip_delta] if pip_delta.is_file() else [],
             markers=markers,
         )
-    from .spec import ImageSpec
-
-    # The image prefix the base was built for (an overlay env lands in the base image's prefix).
-    image_prefix = (((base.manifest or {}).get("image") or {}).get("spec") or {}).get(
-        "prefix", ImageSpec().prefix
-    )
-    raise_on_errors(
-        overlay.spec.name, lint_env(env, [image_prefix]), f"baseliner build-overlay {overlay.path}"
-    )
-    normalise_mtimes(env, FIXED_MTIME)
-    delta_files = _delta_files(env, base_names, base_pins) if layered else []
-    fmt = overlay.spec.pack.format
-    report(f"packing the delta ({len(delta_files)} files) and the full environment")
-    delta = pack_env(
-        env,
-        out_dir / f"{name}.delta.{fmt}",
-        fmt,
-        overlay.spec.pack.compress_level,
-        overlay.spec.pack.threads,
-        report,
-        only=delta_files if layered else None,
-    )
-    full = pack_env(
-        env,
-        out_dir / f"{name}.full.{fmt}",
-        fmt,
-        overlay.spec.pack.compress_level,
-        overlay.spec.pack.threads,
-        report,
-    )
-    delta_bytes = sum((env / f).lstat().st_size for f in delta_files)
+        detail.append(
+            f"{len(base_records) if layered else 0} base + {len(delta_records)} delta conda packages, "
+            f"{installed.pip_packages} pip, cache hits {installed.cache_hits}/{installed.conda_packages}"
+        )
+    with step(result, "lint", report) as detail:
+        # The image prefix the base was built for (an overlay env lands in the base image's prefix).
+        findings = lint_env(result.env, [_base_image_spec(base).prefix])
+        raise_on_errors(overlay.spec.name, findings, f"baseliner build-overlay {overlay.path}")
+        result.warnings = [f for f in findings if f.severity == "warning"]
+        detail.append(f"{len(result.warnings)} warning(s)")
+    with step(result, "pack", report) as detail:
+        normalise_mtimes(result.env, FIXED_MTIME)
+        delta_files = _delta_files(result.env, base_names, base_pins) if layered else []
+        pack = overlay.spec.pack
+        fmt = pack.format
+        delta = pack_env(
+            result.env,
+            out_dir / f"{name}.delta.{fmt}",
+            fmt,
+            pack.compress_level,
+            pack.threads,
+            report,
+            only=delta_files if layered else None,
+        )
+        full = pack_env(result.env, result.tarball, fmt, pack.compress_level, pack.threads, report)
+        result.delta = delta.path if layered else None
+        result.delta_files = tuple(delta_files)
+        result.delta_bytes = sum((result.env / f).lstat().st_size for f in delta_files)
+        detail.append(
+            f"delta {delta.size / 1e6:.2f} MB ({len(delta_files)} files), full {full.size / 1e6:.1f} MB {fmt}"
+        )
     manifest = {
         "schema_version": 1,
         "name": overlay.spec.name,
@@ -230,36 +231,40 @@ def _build_overlay(
             "sha256": delta.sha256,
             "size": delta.size,
             "files": len(delta_files),
-            "unpacked_bytes": delta_bytes,
+            "unpacked_bytes": result.delta_bytes,
         },
         "full": {"name": full.path.name, "sha256": full.sha256, "size": full.size},
         "packages": sorted(f"{_n(r)}={r.version}={r.build}" for r in delta_records),
-        "build_key": key,
+        "build_key": result.build_key,
     }
-    manifest_path = write_json_atomic(
-        out_dir / "manifest.json", DeltaManifest.model_validate(manifest).model_dump(mode="json")
-    )
-    return OverlayBuild(env, delta, full, manifest_path, layered, tuple(delta_files), delta_bytes)
+    write_json_atomic(result.manifest, DeltaManifest.model_validate(manifest).model_dump(mode="json"))
+    return result
+
+
+def _base_image_spec(base: Base) -> ImageSpec:
+    """The image spec the base was built with (its manifest), or the default."""
+    spec = (((base.manifest or {}).get("image") or {}).get("spec")) or {}
+    return ImageSpec(**spec)
 
 
 def _n(record: RepoDataRecord) -> str:
     return str(record.name.normalized)
 
 
-def _delta_manifest(tarball: Path) -> dict[str, Any]:
+def _overlay_marker(tarball: Path) -> OverlayMarker:
     with open_tarball(tarball) as tar:
         for member in tar:
             if member.name == OVERLAY_MARKER:
                 fh = tar.extractfile(member)
                 if fh is not None:
-                    return dict(json.loads(fh.read()))
+                    return load(OverlayMarker, fh.read(), f"{tarball.name}:{OVERLAY_MARKER}")
     raise PackError(f"{tarball.name} is not an overlay delta (no {OVERLAY_MARKER})")
 
 
-def _base_tarball(info: dict[str, Any]) -> str:
+def _base_tarball(marker: OverlayMarker) -> str:
     """The file name the store gives the base tarball a delta applies onto."""
-    name, _, version = str(info["base"]).partition("@")
-    return f"{name}-{version}-{info.get('platform', 'linux-64')}.tar.gz"
+    name, _, version = marker.base.partition("@")
+    return f"{name}-{version}-{marker.platform}.tar.gz"
 
 
 def unpack_any(tarball: Path, dest: Path, verify: bool = True, report: Report = silent) -> Path:
@@ -274,20 +279,20 @@ def apply_delta(tarball: Path, base_prefix: Path, verify: bool = True, report: R
     """Apply a delta tarball on top of an unpacked base; refuses a base with another lock hash."""
     if verify:
         verify_checksum(tarball)
-    info = _delta_manifest(tarball)
+    info = _overlay_marker(tarball)
     marker = base_prefix / BASELINE_MARKER
     if not marker.is_file():
         raise PackError(
             f"{base_prefix} is not an unpacked baseline (no {BASELINE_MARKER})",
             hint=f"unpack the base there first: `baseliner unpack {_base_tarball(info)} {base_prefix}`",
         )
-    have = read(EnvMarker, marker).model_dump()
-    if have.get("lock_hash") != info["base_lock_hash"]:
+    have = read(EnvMarker, marker)
+    if have.lock_hash != info.base_lock_hash:
         raise PackError(
             f"refusing to apply {tarball.name}: it was built on another base",
             details=[
-                f"delta needs {info['base']} (lock {info['base_lock_hash'][:12]})",
-                f"{base_prefix} holds {have.get('name')}@{have.get('version')} (lock {str(have.get('lock_hash'))[:12]})",
+                f"delta needs {info.base} (lock {info.base_lock_hash[:12]})",
+                f"{base_prefix} holds {have.name}@{have.version} (lock {have.lock_hash[:12]})",
             ],
             hint="unpack the base the overlay was built on, or rebuild the overlay on this base",
         )
@@ -329,59 +334,78 @@ def overlay_stale_hash(overlay: Overlay) -> str:
     return hashlib.sha256(overlay.lock_path.read_bytes()).hexdigest()[:12]
 
 
-def build_overlay_image(
-    client: Any, project: Project, overlay: Overlay, base: Base, built: OverlayBuild, report: Report = silent
-) -> tuple[str, str]:
-    """`FROM <base image>@<digest>` (or its content-addressed id) plus one layer: the delta.
-
-    Returns (tag, base reference used)."""
+def _image_steps(
+    project: Project,
+    overlay: Overlay,
+    base: Base,
+    result: BuildResult,
+    options: BuildOptions,
+    report: Report,
+    connect: Callable[[], Any] | None,
+) -> None:
+    """`FROM <base image>@<digest>` (or its content-addressed id) plus one layer, the delta; then
+    the smoke test. Fresh when the image carries this build's key."""
     from . import images, smoke
-    from .build import vcs_labels
-    from .render import render_overlay_context
-    from .spec import ImageSpec
 
-    if not built.layered:
-        raise LockError(
-            f"overlay {overlay.spec.name!r} is not layered (--allow-base-changes); build a full image instead"
+    if not result.layered or result.delta is None:
+        result.image_note = (
+            "not built: a non-layered overlay (--allow-base-changes) has no base image to extend"
         )
+        return
     image_info = (base.manifest or {}).get("image") or {}
     base_ref = image_info.get("digest") or image_info.get("id")
     if not base_ref:
         raise StoreError(
             f"base {base.ref} was published without an image",
-            hint="build and publish the base with its image (and --registry for a digest)",
+            hint="build and publish the base with its image (and --registry for a digest), or use --no-image",
         )
-    images.ensure_image(client, base_ref, report)
-    spec_image = ImageSpec(**{k: v for k, v in (image_info.get("spec") or {}).items()})
+    try:
+        client = (connect or images.connect)()
+    except DockerUnavailable as exc:
+        result.image_note = f"not built: {exc.message} ({exc.details[0] if exc.details else ''})"
+        report(result.image_note)
+        return
     tag = overlay_image_tag(overlay, base)
-    files = [f for f in built.delta_files if not f.startswith(("bin/conda-unpack", "bin/conda_unpack"))]
-    pushed = image_info.get("pushed") or image_info.get("tags") or [base_ref]
-    labels = {
-        "org.opencontainers.image.title": overlay.spec.name,
-        "org.opencontainers.image.base.name": pushed[0],  # a reference: REPO:TAG
-        "io.baseliner.base": base.ref,
-        "io.baseliner.base-lock-hash": base.lock_hash,
-    }
-    if "@" in base_ref:
-        labels["org.opencontainers.image.base.digest"] = base_ref.split("@", 1)[1]
-    context = render_overlay_context(
-        overlay.spec.name,
-        overlay.path.name,
-        base_ref,
-        built.delta.path.name,
-        overlay.spec.pack.format,
-        files,
-        labels,
-        spec_image,
-        project.templates_dir,
-    )
-    with scratch(built.env.parent, "context") as tmp:
-        for name, data in context.items():
-            (tmp / name).write_bytes(data)
-        shutil.copy2(built.delta.path, tmp / built.delta.path.name)
-        images.build_image(
-            client, tmp, [tag], base_ref, labels=vcs_labels(overlay.path.parent), report=report
+    fresh = images.image_exists(client, tag) and images.inspect_labels(client, tag).get(BUILD_KEY_LABEL)
+    if not options.force and not result.rebuilt and fresh == result.build_key:
+        result.image_tags, result.image_note = (tag,), "fresh"
+        return
+    result.rebuilt = True
+    spec_image = _base_image_spec(base)
+    with step(result, "image", report) as detail:
+        images.ensure_image(client, base_ref, report)
+        files = [f for f in result.delta_files if not f.startswith(("bin/conda-unpack", "bin/conda_unpack"))]
+        pushed = image_info.get("pushed") or image_info.get("tags") or [base_ref]
+        labels = {
+            "org.opencontainers.image.title": overlay.spec.name,
+            "org.opencontainers.image.base.name": pushed[0],  # a reference: REPO:TAG
+            "io.baseliner.base": base.ref,
+            "io.baseliner.base-lock-hash": base.lock_hash,
+        }
+        if "@" in base_ref:
+            labels["org.opencontainers.image.base.digest"] = base_ref.split("@", 1)[1]
+        context = render_overlay_context(
+            overlay.spec.name,
+            overlay.path.name,
+            base_ref,
+            result.delta.name,
+            overlay.spec.pack.format,
+            files,
+            labels,
+            spec_image,
+            project.templates_dir,
         )
-    plan = smoke.plan(built.env, overlay.spec.conda, overlay.spec.pip, project.package_cache)
-    images.smoke_test(client, tag, plan, spec_image.shared_cache, report)
-    return tag, base_ref
+        with scratch(result.env.parent, "context") as tmp:
+            for name, data in context.items():
+                (tmp / name).write_bytes(data)
+            shutil.copy2(result.delta, tmp / result.delta.name)
+            build_labels = {BUILD_KEY_LABEL: result.build_key, **vcs_labels(overlay.path.parent)}
+            built = images.build_image(client, tmp, [tag], base_ref, labels=build_labels, report=report)
+        detail.append(f"{tag} ({built.id[7:19]}) FROM {base_ref}")
+    with step(result, "smoke", report) as detail:
+        plan = smoke.plan(result.env, overlay.spec.conda, overlay.spec.pip, project.package_cache)
+        checked = images.smoke_test(client, tag, plan, spec_image.shared_cache, report)
+        detail.append(
+            f"uid {checked.uid}, {len(checked.imported)} import(s), {len(checked.entry_points)} entry point(s)"
+        )
+    result.image_tags = (tag,)

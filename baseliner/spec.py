@@ -277,13 +277,17 @@ def read_source(path: Path) -> YamlSource:
     return source
 
 
-def validate_model(model: type[StrictModel], source: YamlSource, what: str, name: str) -> Any:
-    """Validate parsed YAML against `model`; every problem names its key and line."""
+def validate_model(
+    model: type[StrictModel], source: YamlSource, what: str, name: str, hint: str | None = None
+) -> Any:
+    """Validate parsed YAML against `model`; every problem names its key and line. `hint` says
+    how to check the file again (default: `invoke validate` of baseline `name`)."""
+    hint = hint or _HINT.format(name=name)
     if not isinstance(source.data, dict):
         raise SpecError(
             f"{what} {name!r} is invalid: the file must be a mapping of keys",
             where=source.where(),
-            hint=_HINT.format(name=name),
+            hint=hint,
         )
     problems: list[tuple[tuple[Any, ...], str]] = []
     _check_text(source.data, (), problems)
@@ -300,7 +304,7 @@ def validate_model(model: type[StrictModel], source: YamlSource, what: str, name
         f"{what} {name!r} is invalid",
         where=Location(source.path, first_line),
         details=[f"{msg} (line {source.line_of(loc)})" for loc, msg in problems],
-        hint=_HINT.format(name=name),
+        hint=hint,
     )
 
 

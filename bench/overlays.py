@@ -28,7 +28,7 @@ from baseliner import images
 from baseliner.build import BuildOptions, build_baseline
 from baseliner.config import Project
 from baseliner.overlay import load_overlay, lock_overlay, resolve_base
-from baseliner.overlay_build import build_overlay, build_overlay_image
+from baseliner.overlay_build import build_overlay
 from baseliner.pack import unpack
 from baseliner.store import Store
 
@@ -107,8 +107,8 @@ def main() -> None:
             overlay = load_overlay(proj / "overlay.yaml")
             base = resolve_base(overlay, store, proj / "build" / "bases")
             lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.config.pip_index_url)
-            built = build_overlay(project, overlay, base)
-            tag, _ = build_overlay_image(client, project, overlay, base, built)
+            built = build_overlay(project, overlay, base, BuildOptions(), connect=lambda: client)
+            (tag,) = built.image_tags
             overlay_times.append(time.perf_counter() - start)
             overlay_tags.append(tag)
             overlay_envs.append(built.env)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..artifacts import AuditReport
 from . import disk, findings, similarity
 from .inventory import EnvProfile
 from .propose import Proposal, propose
@@ -143,7 +144,7 @@ def as_json(audit: Audit) -> dict[str, Any]:
                 "min_similarity": round(min(scores), 4) if scores else None,
             }
         )
-    return {
+    data = {
         "schema_version": SCHEMA_VERSION,
         "threshold": audit.options.threshold,
         "environments": envs,
@@ -164,6 +165,7 @@ def as_json(audit: Audit) -> dict[str, Any]:
             for p in audit.proposals
         ],
     }
+    return AuditReport.model_validate(data).model_dump(mode="json")  # what readers will check
 
 
 def html(audit: Audit, templates_dir: Path | None = None, max_heatmap: int = 150) -> str:

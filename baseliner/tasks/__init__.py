@@ -10,7 +10,7 @@ from invoke import Collection
 
 from .audit import _propose_command, audit, clean, export_env_task, propose
 from .build import base_image, build_all, build_baseline_task, publish, unpack
-from .cache import cache_task
+from .cache import cache
 from .overlays import build_overlay_task, drift, lock_overlay_task
 from .specs import channel, lock, render, schema, seed_channel, validate
 
@@ -30,11 +30,11 @@ namespace = Collection(
     lock_overlay_task,
     build_overlay_task,
     drift,
-    cache_task,
     audit,
     propose,
     clean,
     export_env_task,
     schema,
 )
+namespace.add_collection(cache)
 namespace.configure({"baseliner": {"root": None}})

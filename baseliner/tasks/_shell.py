@@ -8,7 +8,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from invoke import Context, Exit
 from rich.console import Console
@@ -16,8 +16,12 @@ from rich.console import Console
 from ..config import Project
 from ..errors import BaselinerError, redact
 
+if TYPE_CHECKING:
+    from ..pipeline import BuildResult
+
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console(stderr=True, highlight=False)
+# soft_wrap: a long path or command is never broken over lines (it stays copyable); tables still fit.
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _user_errors(fn: F) -> F:
@@ -54,3 +58,30 @@ def _store(proj: Project, store: str) -> Any:
     from ..store import Store
 
     return Store(store or proj.store_location)
+
+
+def _print_build(result: BuildResult) -> None:
+    """The step table of a baseline or overlay build, then where its outputs are."""
+    from rich.table import Table
+
+    title = (
+        f"{result.name} {result.version}" if result.kind == "baseline" else f"{result.name} on {result.base}"
+    )
+    table = Table(title=f"{title} ({result.platform})", title_justify="left")
+    table.add_column("step")
+    table.add_column("seconds", justify="right")
+    table.add_column("result")
+    for step in result.steps:
+        table.add_row(step.name, f"{step.seconds:.1f}", step.detail)
+    if not result.rebuilt:
+        table.add_row("(all)", "0.0", "nothing changed: no-op (--force rebuilds)")
+    console.print(table)
+    if result.delta is not None:
+        console.print(
+            f"delta    {result.delta} ({result.delta_bytes / 1e6:.2f} MB unpacked, {len(result.delta_files)} files)"
+        )
+    size = result.tarball.stat().st_size if result.tarball.is_file() else 0
+    console.print(f"tarball  {result.tarball} ({size / 1e6:.1f} MB)")
+    console.print(f"image    {', '.join(result.image_tags) or '-'} {result.image_note}")
+    for finding in result.warnings:
+        console.print(f"[yellow]warning[/yellow] [{finding.check}] {finding.message} — fix: {finding.fix}")

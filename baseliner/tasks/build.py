@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from invoke import Context, task
 
-from ._shell import _emit_json, _report, _store, _user_errors, console, project
-
-if TYPE_CHECKING:
-    from ..build import BuildResult
+from ._shell import _emit_json, _print_build, _report, _store, _user_errors, console, project
 
 
 @task(
@@ -26,30 +23,11 @@ def base_image(c: Context, tag: str = "", suite: str = "bookworm") -> None:
     console.print(f"[green]ok[/green] base image {built}")
 
 
-def _summary(result: BuildResult) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{result.name} {result.version}", title_justify="left")
-    table.add_column("step")
-    table.add_column("seconds", justify="right")
-    table.add_column("result")
-    for step in result.steps:
-        table.add_row(step.name, f"{step.seconds:.1f}", step.detail)
-    if not result.rebuilt:
-        table.add_row("(all)", "0.0", "nothing changed: no-op")
-    console.print(table)
-    size = result.tarball.stat().st_size if result.tarball.is_file() else 0
-    console.print(f"tarball  {result.tarball} ({size / 1e6:.1f} MB)")
-    console.print(f"image    {', '.join(result.image_tags) or '-'} {result.image_note}")
-    for finding in result.warnings:
-        console.print(f"[yellow]warning[/yellow] [{finding.check}] {finding.message} — fix: {finding.fix}")
-
-
-def _build(c: Context, names: list[str], no_image: bool, force: bool, json: bool) -> None:
+def _build(c: Context, names: list[str], no_image: bool, force: bool, json: bool, platform: str) -> None:
     from ..build import BuildOptions, build_baseline
 
     proj = project(c)
-    options = BuildOptions(image=not no_image, force=force)
+    options = BuildOptions(image=not no_image, force=force, platform=platform)
     results = []
     for name in names:
         with console.status(f"building {name}") as status:
@@ -61,7 +39,7 @@ def _build(c: Context, names: list[str], no_image: bool, force: bool, json: bool
         results.append(result)
         if json:
             continue
-        _summary(result)
+        _print_build(result)
     if json:
         _emit_json([r.as_dict() for r in results])
 
@@ -74,24 +52,38 @@ def _build(c: Context, names: list[str], no_image: bool, force: bool, json: bool
         "no_image": "skip the image on purpose (env, tarball and render only)",
         "force": "rebuild even when nothing changed",
         "json": "print the build result as JSON",
+        "platform": "the platform to build, one of the spec's `platforms` (default linux-64)",
     },
 )
 @_user_errors
 def build_baseline_task(
-    c: Context, name: str, no_image: bool = False, force: bool = False, json: bool = False
+    c: Context,
+    name: str,
+    no_image: bool = False,
+    force: bool = False,
+    json: bool = False,
+    platform: str = "linux-64",
 ) -> None:
     """Lock (if stale), install, lint, pack, render, build the image and smoke-test it."""
-    _build(c, [name], no_image, force, json)
+    _build(c, [name], no_image, force, json, platform)
 
 
 @task(
-    name="build-all", help={"no_image": "skip images", "force": "rebuild everything", "json": "JSON output"}
+    name="build-all",
+    help={
+        "no_image": "skip images",
+        "force": "rebuild everything",
+        "json": "JSON output",
+        "platform": "the platform to build (default linux-64)",
+    },
 )
 @_user_errors
-def build_all(c: Context, no_image: bool = False, force: bool = False, json: bool = False) -> None:
+def build_all(
+    c: Context, no_image: bool = False, force: bool = False, json: bool = False, platform: str = "linux-64"
+) -> None:
     """Build every baseline, parents before children (`extends:` order)."""
     proj = project(c)
-    _build(c, [b.name for b in proj.repo().resolve_all()], no_image, force, json)
+    _build(c, [b.name for b in proj.repo().resolve_all()], no_image, force, json, platform)
 
 
 @task(

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from invoke import Context, Exit, task
 
 from ..config import Project
-from ..errors import BaselinerError, LockError
-from ._shell import _emit_json, _report, _store, _user_errors, console, project
-
-if TYPE_CHECKING:
-    pass
+from ..errors import LockError
+from ._shell import _emit_json, _print_build, _report, _store, _user_errors, console, project
 
 
 def _overlay_and_base(path: str, store: str) -> tuple[Any, Any, Any]:
@@ -69,38 +66,34 @@ def lock_overlay_task(
         "store": "artifact store holding the base",
         "no_image": "skip the overlay image",
         "force": "rebuild even when nothing changed",
+        "json": "print the build result as JSON",
+        "platform": "the platform to build (default linux-64)",
     },
 )
 @_user_errors
 def build_overlay_task(
-    c: Context, path: str, store: str = "", no_image: bool = False, force: bool = False
+    c: Context,
+    path: str,
+    store: str = "",
+    no_image: bool = False,
+    force: bool = False,
+    json: bool = False,
+    platform: str = "linux-64",
 ) -> None:
-    """Build an overlay: env (base + delta), delta and full tarballs, image FROM the base."""
+    """Build an overlay: env (base + delta), delta and full tarballs, image FROM the base, smoke test."""
     from ..overlay import lock_overlay, overlay_stale_reason
-    from ..overlay_build import build_overlay, build_overlay_image
+    from ..overlay_build import build_overlay
+    from ..pipeline import BuildOptions
 
     proj, overlay, base = _overlay_and_base(path, store)
     if overlay_stale_reason(overlay, base):
         lock_overlay(overlay, base, proj.mirrors(), proj.build_dir, proj.config.pip_index_url, report=_report)
-    built = build_overlay(proj, overlay, base, report=_report, force=force)
-    if not built.rebuilt:
-        console.print(f"[green]fresh[/green] {overlay.spec.name}: nothing changed (--force rebuilds)")
-    console.print(f"env      {built.env}")
-    console.print(
-        f"delta    {built.delta.path} ({built.delta.size / 1e6:.2f} MB, {len(built.delta_files)} files)"
-    )
-    console.print(f"full     {built.full.path} ({built.full.size / 1e6:.1f} MB)")
-    if no_image:
-        return
-    from ..images import connect
-
-    try:
-        client = connect()
-    except BaselinerError as exc:
-        console.print(f"[yellow]image not built[/yellow]: {exc.message}")
-        return
-    tag, base_ref = build_overlay_image(client, proj, overlay, base, built, _report)
-    console.print(f"image    {tag} (FROM {base_ref})")
+    options = BuildOptions(image=not no_image, force=force, platform=platform)
+    result = build_overlay(proj, overlay, base, options, report=_report)
+    if json:
+        _emit_json(result.as_dict())
+    else:
+        _print_build(result)
 
 
 @task(

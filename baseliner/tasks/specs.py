@@ -161,11 +161,12 @@ def lock(
         if json:
             _emit_json({b.name: stale.get(b.name, "fresh") for b in baselines})
         if stale:
+            only = f" -n {next(iter(stale))}" if len(stale) == 1 else ""
             raise LockError(
                 f"{len(stale)} baseline lock(s) out of date",
                 details=[f"{n}: {r}" for n, r in sorted(stale.items())],
                 detail_limit=50,
-                hint="run `invoke lock` and commit the result",
+                hint=f"run `invoke lock{only}` and commit the result",
             )
         if not json:
             console.print(f"[green]ok[/green] {len(baselines)} lock(s) fresh")

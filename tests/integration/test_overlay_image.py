@@ -12,7 +12,7 @@ import yaml
 from baseliner.build import BuildOptions, build_baseline
 from baseliner.images import run
 from baseliner.overlay import load_overlay, lock_overlay, resolve_base
-from baseliner.overlay_build import build_overlay, build_overlay_image
+from baseliner.overlay_build import build_overlay
 from baseliner.publish import publish_baseline
 from baseliner.store import Store
 
@@ -68,10 +68,14 @@ def test_overlay_image_reuses_base_layers_and_adds_one(
     overlay = load_overlay(path)
     base = resolve_base(overlay, store, tmp_path / "bases")
     lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.config.pip_index_url)
-    built = build_overlay(project, overlay, base)
-    tag, base_ref = build_overlay_image(docker_client, project, overlay, base, built)
+    built = build_overlay(project, overlay, base, BuildOptions(), connect=lambda: docker_client)
+    (tag,) = built.image_tags
     try:
-        assert base_ref == digest_ref
+        assert [s.name for s in built.steps] == ["env", "lint", "pack", "image", "smoke"]
+        assert built.steps[3].detail.endswith(f"FROM {digest_ref}")
+        again = build_overlay(project, overlay, base, BuildOptions(), connect=lambda: docker_client)
+        assert (again.rebuilt, again.steps, again.image_note) == (False, [], "fresh")
+        assert docker_client.images.get(tag).id == docker_client.images.get(again.image_tags[0]).id
         base_layers, ov_layers = layers(docker_client, digest_ref), layers(docker_client, tag)
         assert ov_layers[: len(base_layers)] == base_layers  # the base's layers, untouched
         assert len(ov_layers) == len(base_layers) + 1  # exactly one added layer

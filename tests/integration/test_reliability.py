@@ -262,7 +262,7 @@ def test_killed_cache_fills_heal_and_verify_passes(built_rel: Project, tmp_path:
     def check() -> None:
         assert _ours(cache) == []
         assert abs(_du(cache) - reference) <= lock_size
-        _finish([BASELINER, "cache", "--verify", "--directory", str(cache)], project)
+        _finish([BASELINER, "cache.verify", "--directory", str(cache)], project)
 
     seen = _kill_trials(
         project, argv, duration, lambda: subprocess.run(["rm", "-rf", str(cache)], check=True), check

@@ -4,6 +4,7 @@ version, or with an unknown key, is a clear error naming it."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,17 +66,39 @@ def test_a_future_env_marker_stops_an_overlay_apply(published, tmp_path: Path) -
     target = unpack(result.tarball, tmp_path / "env")
     marker = target / ENV_MARKER
     marker.write_text(json.dumps({**json.loads(marker.read_text()), "schema_version": 9}))
-    delta = tmp_path / "x.delta.tar.gz"
+    delta = _delta(tmp_path / "x.delta.tar.gz", {})
+    with pytest.raises(ArtifactError, match="schema_version 9"):
+        apply_delta(delta, target, verify=False)
+
+
+def _delta(path: Path, marker: dict[str, object]) -> Path:
+    import io
     import tarfile
 
-    with tarfile.open(delta, "w:gz") as tar:
+    body = {"name": "p", "base": "art@1.0", "base_lock_hash": "0", "layered": True, "platform": "linux-64"}
+    data = json.dumps(body | marker).encode()
+    with tarfile.open(path, "w:gz") as tar:
         info = tarfile.TarInfo("etc/baseliner/overlay.json")
-        body = json.dumps({"name": "p", "base": "art@1.0", "base_lock_hash": "0", "layered": True}).encode()
-        info.size = len(body)
-        import io
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return path
 
-        tar.addfile(info, io.BytesIO(body))
-    with pytest.raises(ArtifactError, match="schema_version 9"):
+
+def test_a_future_overlay_marker_is_refused_naming_the_delta(published, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from baseliner.overlay_build import apply_delta
+    from baseliner.pack import unpack
+
+    _, _, result = published
+    target = unpack(result.tarball, tmp_path / "env")
+    delta = _delta(tmp_path / "p.delta.tar.gz", {"schema_version": 2})
+    with pytest.raises(ArtifactError) as info:
+        apply_delta(delta, target, verify=False)
+    assert "p.delta.tar.gz:etc/baseliner/overlay.json has schema_version 2" in info.value.render()
+    delta = _delta(tmp_path / "q.delta.tar.gz", {"layered": "perhaps"})
+    with pytest.raises(
+        ArtifactError,
+        match=re.escape("q.delta.tar.gz:etc/baseliner/overlay.json is not a valid OverlayMarker"),
+    ):
         apply_delta(delta, target, verify=False)
 
 

@@ -17,7 +17,7 @@ from baseliner.errors import LockError, PackError
 from baseliner.lock import LockPaths
 from baseliner.overlay import drift, load_overlay, lock_overlay, resolve_base
 from baseliner.overlay_build import apply_delta, build_overlay
-from baseliner.pack import unpack
+from baseliner.pack import sha256_file, unpack
 from baseliner.store import Store, StoreError, publish
 
 from ..conftest import MakeProject, spec
@@ -35,6 +35,14 @@ def published(make_project: MakeProject) -> tuple[Project, Store]:
 
     publish(store, result.manifest, lock_files(baseline.path))
     return project, store
+
+
+NO_IMAGE = BuildOptions(image=False)
+
+
+def _sha(path: Path | None) -> str:
+    assert path is not None
+    return sha256_file(path)
 
 
 def _overlay(tmp_path: Path, **fields: Any) -> Path:
@@ -93,7 +101,7 @@ def test_overlay_env_delta_tarball_and_apply(published: tuple[Project, Store], t
     overlay = load_overlay(_overlay(tmp_path, conda=["prefixdemo"], pip=["tinyapp"]))
     base = resolve_base(overlay, store, tmp_path / "bases")
     lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.config.pip_index_url)
-    built = build_overlay(project, overlay, base)
+    built = build_overlay(project, overlay, base, NO_IMAGE)
     assert built.layered
     # The environment's new bytes are about the delta's: base files share inodes with the base env.
     base_env = project.build_dir / "envs" / "obase-1.0-linux-64"
@@ -125,7 +133,7 @@ def test_overlay_env_delta_tarball_and_apply(published: tuple[Project, Store], t
     # Unpack the base somewhere new, apply the delta: both parts work and prefixes are rewritten.
     base_tar = Path(project.store_location) / "obase/1.0/obase-1.0-linux-64.tar.gz"
     target = unpack(base_tar, tmp_path / "elsewhere" / "env")
-    apply_delta(built.delta.path, target)
+    apply_delta(built.delta, target)
     out = subprocess.run(
         [target / "bin/python", "-c", "import hello_noarch, tinyutil, tinyapp; print(tinyapp.ANSWER)"],
         capture_output=True,
@@ -145,13 +153,13 @@ def test_delta_is_refused_on_a_different_base(published: tuple[Project, Store], 
     overlay = load_overlay(_overlay(tmp_path, conda=["prefixdemo"]))
     base = resolve_base(overlay, store, tmp_path / "bases")
     lock_overlay(overlay, base, project.mirrors(), project.build_dir)
-    built = build_overlay(project, overlay, base)
+    built = build_overlay(project, overlay, base, NO_IMAGE)
     target = unpack(Path(project.store_location) / "obase/1.0/obase-1.0-linux-64.tar.gz", tmp_path / "other")
     marker = target / "etc/baseliner/baseline.json"
     data = json.loads(marker.read_text())
     marker.write_text(json.dumps({**data, "lock_hash": "0" * 64, "version": "2.0"}))
     with pytest.raises(PackError, match="built on another base"):
-        apply_delta(built.delta.path, target)
+        apply_delta(built.delta, target)
     assert not (target / "bin/prefixdemo").exists()
 
 
@@ -247,17 +255,15 @@ def test_an_unchanged_overlay_rebuild_is_a_no_op(published: tuple[Project, Store
     overlay = load_overlay(_overlay(tmp_path, conda=["prefixdemo"]))
     base = resolve_base(overlay, store, tmp_path / "bases")
     lock_overlay(overlay, base, project.mirrors(), project.build_dir)
-    first = build_overlay(project, overlay, base)
-    stamp = {
-        p: (p.stat().st_ino, p.stat().st_mtime_ns)
-        for p in (first.delta.path, first.full.path, first.manifest)
-    }
-    again = build_overlay(project, overlay, base)
+    first = build_overlay(project, overlay, base, NO_IMAGE)
+    first_sha = _sha(first.delta)  # the paths stay; what they hold may change
+    stamp = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (first.delta, first.tarball, first.manifest)}
+    again = build_overlay(project, overlay, base, NO_IMAGE)
     assert first.rebuilt and not again.rebuilt
-    assert (again.delta.sha256, again.delta_files) == (first.delta.sha256, first.delta_files)
+    assert (_sha(again.delta), again.delta_files) == (first_sha, first.delta_files)
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in stamp} == stamp  # nothing rewritten
-    forced = build_overlay(project, overlay, base, force=True)
-    assert forced.rebuilt and forced.delta.sha256 == first.delta.sha256  # and deterministic
+    forced = build_overlay(project, overlay, base, BuildOptions(image=False, force=True))
+    assert forced.rebuilt and _sha(forced.delta) == first_sha  # and deterministic
     # A changed overlay lock is a rebuild.
     lock_overlay(
         load_overlay(_overlay(tmp_path, conda=["prefixdemo", "activatedemo"])),
@@ -265,5 +271,43 @@ def test_an_unchanged_overlay_rebuild_is_a_no_op(published: tuple[Project, Store
         project.mirrors(),
         project.build_dir,
     )
-    changed = build_overlay(project, load_overlay(overlay.path), base)
-    assert changed.rebuilt and changed.delta.sha256 != first.delta.sha256
+    changed = build_overlay(project, load_overlay(overlay.path), base, NO_IMAGE)
+    assert changed.rebuilt and _sha(changed.delta) != first_sha
+
+
+def test_the_cli_applies_a_delta_and_reports_its_drift(
+    published: tuple[Project, Store], tmp_path: Path
+) -> None:
+    from ..support.cli import baseliner
+
+    project, store = published
+    path = _overlay(tmp_path, conda=["prefixdemo"], pip=["tinyapp"])
+    (path.parent / "baseliner.yaml").write_text((project.root / "baseliner.yaml").read_text())
+    ran = baseliner(project.root, "lock-overlay", str(path), "--store", str(store.location), cwd=path.parent)
+    assert ran.code == 0, ran.err
+    ran = baseliner(
+        project.root, "build-overlay", str(path), "--store", str(store.location), "--no-image", "--json"
+    )
+    assert ran.code == 0, ran.err
+    built = json.loads(ran.out)
+    assert (built["kind"], built["rebuilt"], built["layered"]) == ("overlay", True, True)
+    assert [s["name"] for s in built["steps"]] == ["env", "lint", "pack"]
+    again = json.loads(
+        baseliner(
+            project.root, "build-overlay", str(path), "--store", str(store.location), "--no-image", "--json"
+        ).out
+    )
+    assert (again["rebuilt"], again["steps"]) == (False, [])
+    base_tar = Path(project.store_location) / "obase/1.0/obase-1.0-linux-64.tar.gz"
+    dest = tmp_path / "site" / "env"
+    assert baseliner(project.root, "unpack", str(base_tar), str(dest)).code == 0
+    ran = baseliner(project.root, "drift", str(dest), "--baseline", "obase@1.0", "--json")
+    assert ran.code == 0 and json.loads(ran.out)["added"] == []
+    ran = baseliner(project.root, "unpack", built["delta"], str(dest))
+    assert ran.code == 0, ran.err
+    assert subprocess.run([dest / "bin/prefixdemo"], capture_output=True, text=True).stdout.strip() == str(
+        dest
+    )
+    ran = baseliner(project.root, "drift", str(dest), "--baseline", "obase@1.0", "--json")
+    assert ran.code == 1  # the overlay's packages are drift from the base
+    assert any(line.startswith("prefixdemo ") for line in json.loads(ran.out)["added"])

@@ -176,7 +176,7 @@ def test_url_channels_become_names_with_custom_channels() -> None:
 def test_vcs_labels_give_a_url_and_the_commit(tmp_path, remote, source) -> None:  # type: ignore[no-untyped-def]
     import subprocess
 
-    from baseliner.build import vcs_labels
+    from baseliner.pipeline import vcs_labels
 
     assert vcs_labels(tmp_path) == {}  # not a checkout
 
