@@ -42,6 +42,7 @@ class EnvValue:
 
 
 def activation_scripts(prefix: Path) -> list[Path]:
+    """The prefix's `etc/conda/activate.d/*.sh` scripts, in the order conda runs them."""
     return sorted((prefix / ACTIVATE_DIR).glob("*.sh"))
 
 

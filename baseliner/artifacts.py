@@ -249,6 +249,7 @@ def load(model: type[M], data: bytes | str, where: str | Path) -> M:
 
 
 def read(model: type[M], path: Path) -> M:
+    """Read and check the artifact file at `path` (an ArtifactError when missing or invalid)."""
     try:
         return load(model, path.read_bytes(), path)
     except FileNotFoundError:
@@ -256,6 +257,7 @@ def read(model: type[M], path: Path) -> M:
 
 
 def json_schema(name: str) -> dict[str, Any]:
+    """The JSON schema of the artifact model called `name` (`baseliner schema NAME`)."""
     if name not in MODELS:
         raise ArtifactError(f"no artifact {name!r}", details=[f"known: {', '.join(sorted(MODELS))}"])
     return MODELS[name].model_json_schema()

@@ -22,6 +22,7 @@ def silent(_: str) -> None:
 
 
 def write_atomic(path: Path, data: bytes | str) -> Path:
+    """Write `data` to a scratch name beside `path`, then rename it over `path`: never half-written."""
     from .concurrency import scratch_file
 
     path.parent.mkdir(parents=True, exist_ok=True)

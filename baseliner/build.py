@@ -96,6 +96,7 @@ def build_key(project: Project, baseline: Baseline, options: BuildOptions) -> st
 
 
 def image_tags(baseline: Baseline) -> tuple[str, str]:
+    """The baseline's image tags: `NAME:VERSION` and `NAME:VERSION-<12 hex of its lock hash>`."""
     lhash = lock_hash(baseline.path)
     return f"{baseline.name}:{baseline.version}", f"{baseline.name}:{baseline.version}-{lhash[:12]}"
 
@@ -108,6 +109,7 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
 
 
 def tarball_fresh(paths: BuildPaths, key: str) -> bool:
+    """Whether the tarball was built with `key` and still matches its manifest's checksum."""
     manifest = _read_manifest(paths.manifest)
     if not manifest or manifest.get("build_key") != key or not paths.tarball.is_file():
         return False
@@ -140,6 +142,7 @@ def _env_size(prefix: Path) -> tuple[int, int]:
 def manifest_data(
     paths: BuildPaths, key: str, sha: str, size: int, env_prefix: Path, image: dict[str, Any] | None
 ) -> dict[str, Any]:
+    """The build manifest (`Manifest`) of a packed env: tarball, packages, sizes, image, tools."""
     baseline = paths.baseline
     locked = read_lock(baseline, paths.platform)
     conda = sorted(

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 
 def dist_name(fn: str) -> str:
+    """A package file name without its archive extension (the name of its extracted directory)."""
     return fn.removesuffix(".conda").removesuffix(".tar.bz2")
 
 

@@ -119,6 +119,7 @@ def resolve_channel(name: str, mirrors: Mapping[str, str], base_dir: Path) -> Ch
 
 
 def resolve_channels(names: Sequence[str], mirrors: Mapping[str, str], base_dir: Path) -> list[ChannelRef]:
+    """Each spec channel resolved to where it is read from (mirror, directory or URL)."""
     return [resolve_channel(n, mirrors, base_dir) for n in names]
 
 
@@ -140,6 +141,7 @@ def index_channel(channel_dir: Path) -> None:
 
 
 def current_subdir() -> str:
+    """The conda subdir of this machine, e.g. `linux-64`."""
     machine = platform.machine()
     arch = {"x86_64": "64", "aarch64": "aarch64", "ppc64le": "ppc64le", "arm64": "arm64"}[machine]
     system = {"linux": "linux", "darwin": "osx"}[sys.platform]

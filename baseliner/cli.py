@@ -9,4 +9,5 @@ from .tasks import namespace
 
 
 def main() -> None:
+    """The `baseliner` console script."""
     Program(namespace=namespace, name="baseliner", binary="baseliner", version=__version__).run()

@@ -7,6 +7,7 @@ What is locked, and for how long:
   build (lock, env, pack, render, image). A second build of the same baseline waits, then finds the
   first one's artifacts fresh and does nothing; past the timeout it stops with "another build
   holds …".
+* `build/locks/overlay-NAME-PLATFORM.lock` — one `build-overlay` of that overlay, the same way.
 * `STORE/.index.lock` — publishing one version into the store, while its directory is renamed
   into place and the index rewritten (see `store.py`).
 * The package cache and uv's cache lock themselves (py-rattler per package, uv per entry), so
@@ -42,6 +43,7 @@ from .errors import Locked
 def hold(
     path: Path, what: str, timeout: float = 1800.0, report: Callable[[str], None] | None = None
 ) -> Iterator[None]:
+    """Hold the exclusive lock `path` for the block, waiting up to `timeout` s and saying who holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

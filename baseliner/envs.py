@@ -73,6 +73,7 @@ def _cache_hits(records: Sequence[RepoDataRecord], cache: Path) -> int:
 
 
 def install_conda(records: Sequence[RepoDataRecord], staging: Path, final: Path, cache: Path) -> None:
+    """Link `records` from the package cache into `staging`, with prefixes rewritten for `final`."""
     try:
         engine.install(records, staging, cache, alternative_prefix=final, link_scripts=False)
     except EngineError as exc:  # InstallerError, hash mismatches, network errors

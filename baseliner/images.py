@@ -64,6 +64,7 @@ def connect(timeout: int = 600) -> docker.DockerClient:
 
 
 def image_exists(client: docker.DockerClient, ref: str) -> bool:
+    """Whether the engine has the image `ref`."""
     from docker.errors import ImageNotFound
 
     try:
@@ -294,6 +295,7 @@ def _remove(container: Any) -> None:
 
 
 def inspect_labels(client: docker.DockerClient, ref: str) -> dict[str, str]:
+    """The labels of the image `ref`."""
     return dict(client.images.get(ref).labels or {})
 
 

@@ -103,6 +103,7 @@ class OrgChannel:
 
 
 def load_org_channel(path: Path) -> OrgChannel:
+    """Load and validate `channels/NAME.yaml` (file, line and hint on error)."""
     source = read_source(path)
     spec: OrgChannelSpec = validate_model(OrgChannelSpec, source, "org channel", path.stem)
     if spec.name != path.stem:
@@ -134,6 +135,7 @@ def lock_org_channel(channel: OrgChannel, index_url: str | None, report: Report 
 
 
 def read_pins(channel: OrgChannel) -> list[Pin]:
+    """The org channel's locked wheels (an error when the lock is stale)."""
     reason = channel.stale_reason()
     if reason is not None:
         raise ChannelError(
@@ -161,6 +163,7 @@ class WheelMeta:
 
 
 def wheel_meta(wheel: Path) -> WheelMeta:
+    """Version, requirements and extras from a wheel's METADATA."""
     with zipfile.ZipFile(wheel) as zf:
         name = next(n for n in zf.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n))
         msg = email.parser.Parser().parsestr(zf.read(name).decode("utf-8", "replace"), headersonly=True)

@@ -220,6 +220,7 @@ def lock_overlay(
     allow_base_changes: bool = False,
     report: Report = silent,
 ) -> OverlayLock:
+    """Solve only the overlay's delta with every base package pinned, and write its locks."""
     with credentials(list(mirrors.values())):
         return _lock_overlay(overlay, base, mirrors, cache, pip_index_url, allow_base_changes, report)
 
@@ -318,10 +319,12 @@ def _header(overlay: Overlay, base: Base, layered: bool) -> str:
 
 
 def read_header(path: Path) -> dict[str, str]:
+    """The `# baseliner-KEY: VALUE` lines at the top of a generated lock."""
     return dict(HEADER_RE.findall(path.read_text(encoding="utf-8")[:4096]))
 
 
 def overlay_stale_reason(overlay: Overlay, base: Base) -> str | None:
+    """Why the overlay lock is out of date (no lock, the base or the spec changed), or None."""
     if not overlay.lock_path.is_file():
         return "no lock"
     head = read_header(overlay.lock_path)

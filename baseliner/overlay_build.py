@@ -325,10 +325,12 @@ def apply_delta(tarball: Path, base_prefix: Path, verify: bool = True, report: R
 
 
 def overlay_image_tag(overlay: Overlay, base: Base) -> str:
+    """The overlay image tag: `NAME:BASEVERSION-<12 hex of the overlay lock>`."""
     return f"{overlay.spec.name}:{base.version}-{overlay_stale_hash(overlay)}"
 
 
 def overlay_stale_hash(overlay: Overlay) -> str:
+    """12 hex of the sha256 of the overlay's lock file."""
     import hashlib
 
     return hashlib.sha256(overlay.lock_path.read_bytes()).hexdigest()[:12]

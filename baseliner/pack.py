@@ -50,6 +50,7 @@ class PackResult:
 
 
 def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -193,6 +194,7 @@ def member_problems(member: tarfile.TarInfo) -> list[str]:
 
 
 def verify_checksum(tarball: Path) -> str:
+    """Check a tarball against the `.sha256` file beside it; returns the digest."""
     side = tarball.with_name(tarball.name + ".sha256")
     if not side.is_file():
         raise PackError(

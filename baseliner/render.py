@@ -59,6 +59,7 @@ def docker_token(value: object) -> str:
 
 
 def yaml_string(value: object) -> str:
+    """A value as a quoted YAML (JSON) string; control characters are refused."""
     text = str(value)
     if control_characters(text):
         raise RenderError(f"value {text[:40]!r} holds a control character", hint="fix the spec")
@@ -132,6 +133,7 @@ class CondaChannel:
 
 
 def conda_channels(channels: Sequence[str]) -> list[CondaChannel]:
+    """Spec channels split into what `.condarc` needs (name and custom channel URL)."""
     out = []
     for channel in channels:
         if channel.startswith(("http://", "https://")):
@@ -143,6 +145,7 @@ def conda_channels(channels: Sequence[str]) -> list[CondaChannel]:
 
 
 def image_prefix_user_cache(baseline: Baseline) -> str:
+    """The image user's own package cache, where conda writes new packages."""
     return f"/home/{baseline.image.user}/.conda/pkgs"
 
 
@@ -197,6 +200,7 @@ def context(baseline: Baseline, tarball_name: str) -> dict[str, Any]:
 
 
 def tarball_name(baseline: Baseline) -> str:
+    """The tarball's name inside the image build context."""
     return f"env.{baseline.pack.format}"
 
 

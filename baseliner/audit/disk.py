@@ -32,6 +32,7 @@ class DiskReport:
 
 
 def measure(roots: Sequence[Path]) -> DiskReport:
+    """Apparent and on-disk bytes of each root, hardlinks counted once: unique to a root or shared."""
     owners: dict[tuple[int, int], set[int]] = defaultdict(set)
     sizes: dict[tuple[int, int], int] = {}
     apparent = [0] * len(roots)

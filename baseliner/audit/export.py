@@ -18,6 +18,7 @@ from .inventory import scan_prefix
 
 
 def export_env(prefix: Path, out_dir: Path) -> list[Path]:
+    """Write environment.yml, the @EXPLICIT file and the pip lock of the env at `prefix` into `out_dir`."""
     from ..engine import prefix_records, topological
 
     if not (prefix / "conda-meta").is_dir():

@@ -40,6 +40,7 @@ def _norm(name: str) -> str:
 
 
 def pip_shadowing(envs: Sequence[EnvProfile]) -> list[Finding]:
+    """Environments where pip installed a distribution that a conda package already provides."""
     out = []
     for env in envs:
         conda = {_norm(CONDA_TO_PIP.get(p.name, p.name)): p for p in env.conda}
@@ -57,6 +58,7 @@ def pip_shadowing(envs: Sequence[EnvProfile]) -> list[Finding]:
 
 
 def cluster_splits(envs: Sequence[EnvProfile], clusters: Sequence[Sequence[int]]) -> list[Finding]:
+    """Clusters whose members mix channels or builds of one package version."""
     out = []
     for number, members in enumerate(clusters):
         channels: dict[str, set[str]] = defaultdict(set)
@@ -90,6 +92,7 @@ def cluster_splits(envs: Sequence[EnvProfile], clusters: Sequence[Sequence[int]]
 
 
 def naming(envs: Sequence[EnvProfile], pattern: str = DEFAULT_NAMING) -> list[Finding]:
+    """Prefix environments whose name does not match the naming `pattern`."""
     regex = re.compile(pattern)
     return [
         Finding("naming", (e.name,), f"{e.name!r} does not match {pattern}")
@@ -99,6 +102,7 @@ def naming(envs: Sequence[EnvProfile], pattern: str = DEFAULT_NAMING) -> list[Fi
 
 
 def stale(envs: Sequence[EnvProfile], days: int, now: datetime | None = None) -> list[Finding]:
+    """Prefix environments unused (by last use, else last change) for more than `days` days."""
     now = now or datetime.now(timezone.utc)
     out = []
     for env in envs:
@@ -109,6 +113,7 @@ def stale(envs: Sequence[EnvProfile], days: int, now: datetime | None = None) ->
 
 
 def quota(envs: Sequence[EnvProfile], limit: int) -> list[Finding]:
+    """Users who own more than `limit` prefix environments."""
     counts = Counter(e.owner for e in envs if e.kind == "prefix" and e.owner)
     return [
         Finding(

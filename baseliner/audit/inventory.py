@@ -172,6 +172,7 @@ _DIST_RE = re.compile(r"^(?P<name>.+)-(?P<version>[^-]+)-(?P<build>[^-]+)$")
 
 
 def parse_explicit(path: Path, text: str) -> EnvProfile:
+    """An `@EXPLICIT` file's packages (name, version, build, channel from each URL)."""
     profile = EnvProfile(_env_name(path), str(path), "explicit")
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -281,6 +282,7 @@ def parse_env_yaml(path: Path, text: str) -> EnvProfile:
 
 
 def parse_conda_lock(path: Path, text: str, platform: str = "linux-64") -> EnvProfile:
+    """A conda-lock file's packages for `platform` (or its first platform)."""
     profile = EnvProfile(_env_name(path), str(path), "conda-lock")
     data = yaml.safe_load(text)
     packages = data.get("package", []) if isinstance(data, dict) else []

@@ -54,6 +54,7 @@ def _majority(packages: Sequence[Package]) -> Package:
 def propose(
     cluster: int, members: Sequence[EnvProfile], version: str = "proposed", current_bytes: int = 0
 ) -> Proposal:
+    """The baseline (packages every member shares) and per-member overlays replacing a cluster."""
     name = f"cluster-{cluster}-base"
     per_key: dict[tuple[str, str], list[Package]] = {}
     for env in members:

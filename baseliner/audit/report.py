@@ -54,6 +54,7 @@ class Audit:
 
 
 def tokens(env: EnvProfile) -> list[str]:
+    """The env's packages as the tokens similarity compares (source, name, version)."""
     return [p.key for p in env.packages]
 
 
@@ -64,6 +65,7 @@ def run_audit(
     expected: Callable[[dict[str, object]], dict[str, str] | None] | None = None,
     now: datetime | None = None,
 ) -> Audit:
+    """Measure, cluster, check and propose over `envs`: the whole audit in one result."""
     prefixes = [Path(e.location) for e in envs if e.kind == "prefix"]
     usage = disk.measure([*prefixes, *caches])
     clusters = similarity.cluster([tokens(e) for e in envs], options.threshold)
@@ -109,6 +111,7 @@ def expected_from_store(store: Any) -> Callable[[dict[str, object]], dict[str, s
 
 
 def as_json(audit: Audit) -> dict[str, Any]:
+    """The audit as its versioned JSON report (`AuditReport`), checked before it is returned."""
     cluster_of = {i: n for n, members in enumerate(audit.cluster_members()) for i in members}
     usage = {u.root: u for u in audit.disk.roots}
     envs = []
@@ -169,6 +172,7 @@ def as_json(audit: Audit) -> dict[str, Any]:
 
 
 def html(audit: Audit, templates_dir: Path | None = None, max_heatmap: int = 150) -> str:
+    """The audit as one self-contained HTML page (tables and a similarity heatmap)."""
     from ..render import environment
 
     data = as_json(audit)

@@ -35,6 +35,7 @@ class Clusters:
 
 
 def token_matrix(token_sets: Sequence[Sequence[str]]) -> csr_matrix:
+    """A sparse 0/1 matrix: one row per token set, one column per distinct token."""
     vocabulary: dict[str, int] = {}
     rows, cols = [], []
     for row, tokens in enumerate(token_sets):
@@ -72,6 +73,7 @@ def jaccard_pairs(matrix: csr_matrix, threshold: float) -> tuple[np.ndarray, np.
 
 
 def cluster(token_sets: Sequence[Sequence[str]], threshold: float = 0.9) -> Clusters:
+    """Group token sets whose Jaccard similarity is at least `threshold` (connected components)."""
     n = len(token_sets)
     if n == 0:
         return Clusters(np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64), np.zeros(0))

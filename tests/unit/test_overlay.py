@@ -311,3 +311,19 @@ def test_the_cli_applies_a_delta_and_reports_its_drift(
     ran = baseliner(project.root, "drift", str(dest), "--baseline", "obase@1.0", "--json")
     assert ran.code == 1  # the overlay's packages are drift from the base
     assert any(line.startswith("prefixdemo ") for line in json.loads(ran.out)["added"])
+
+
+def test_a_future_overlay_manifest_is_refused_naming_the_file(
+    published: tuple[Project, Store], tmp_path: Path
+) -> None:
+    from baseliner.errors import ArtifactError
+
+    project, store = published
+    overlay = load_overlay(_overlay(tmp_path, conda=["prefixdemo"]))
+    base = resolve_base(overlay, store, tmp_path / "bases")
+    lock_overlay(overlay, base, project.mirrors(), project.build_dir)
+    built = build_overlay(project, overlay, base, NO_IMAGE)
+    built.manifest.write_text(json.dumps({**json.loads(built.manifest.read_text()), "schema_version": 2}))
+    with pytest.raises(ArtifactError) as info:
+        build_overlay(project, overlay, base, NO_IMAGE)
+    assert f"{built.manifest} has schema_version 2, which this baseliner does not read" in info.value.render()
