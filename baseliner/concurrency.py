@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import secrets
 import shutil
@@ -84,6 +85,7 @@ def is_scratch(name: str) -> bool:
     return name.startswith(SCRATCH_PREFIX)
 
 
+@functools.cache
 def _host() -> str:
     return "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in socket.gethostname())[:40] or "host"
 

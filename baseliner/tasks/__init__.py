@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from .audit import _propose_command, audit, clean, export_env_task, propose
+from .audit import _propose_command, audit, clean, dedupe, export_env_task, propose
 from .build import base_image, build_all, build_baseline_task, publish, unpack
 from .cache import cache
 from .overlays import build_overlay_task, drift, lock_overlay_task
@@ -33,6 +33,7 @@ namespace = Collection(
     audit,
     propose,
     clean,
+    dedupe,
     export_env_task,
     schema,
 )

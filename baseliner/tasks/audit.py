@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from invoke import Context, task
 
-from ..errors import BaselinerError
+from ..errors import BaselinerError, EnvError
 from ._shell import _emit_json, _store, _user_errors, console, project
 
 if TYPE_CHECKING:
@@ -240,3 +240,76 @@ def export_env_task(c: Context, prefix: str, out: str = "") -> None:
 
     for path in export_env(Path(prefix), Path(out or f"{Path(prefix).name}-export")):
         console.print(f"[green]wrote[/green] {path}")
+
+
+@task(
+    help={
+        "root": "directory holding environments (repeatable), e.g. /opt/conda/envs",
+        "prefix": "one environment prefix (repeatable)",
+        "cache": "a package cache whose copies are kept and linked to (repeatable)",
+        "yes": "make the links (default: a dry run that prints what it would free)",
+        "json": "print the plan (and with --yes, what was done) as JSON",
+    },
+    iterable=["root", "prefix", "cache"],
+)
+@_user_errors
+def dedupe(
+    c: Context,
+    root: list[str] | None = None,
+    prefix: list[str] | None = None,
+    cache: list[str] | None = None,
+    yes: bool = False,
+    json: bool = False,
+) -> None:
+    """Hardlink identical files of environments and package caches, by their conda and pip records
+    (never a file rewritten per prefix or changed since install); a dry run unless --yes."""
+    from ..audit import dedupe as dd
+    from ..audit.disk import measure
+
+    roots, prefixes, caches = ([Path(p) for p in xs or []] for xs in (root, prefix, cache))
+    if not roots and not prefixes:
+        raise EnvError("dedupe needs environments", hint="give --root DIR (repeatable) or --prefix ENV")
+    with console.status("reading records and hashing candidates") as status:
+        plan = dd.plan(roots, prefixes, caches, report=lambda m: status.update(m))
+    trees = [*roots, *prefixes, *caches]
+    data: dict[str, Any] = {"plan": plan.as_dict(), "predicted_freed_bytes": plan.freed.bytes}
+    if yes:
+        before = measure(trees).total
+        with console.status("linking") as status:
+            done = dd.execute(plan, report=lambda m: status.update(m))
+        after = measure(trees).total
+        data |= {"result": done.as_dict(), "measured_freed_bytes": before - after}
+    if json:
+        _emit_json(data)
+        return
+    mb = 1e6
+    console.print(
+        f"{len(plan.environments)} environment(s), {len(plan.caches)} cache(s): "
+        f"{plan.candidates} recorded files, {plan.hashed_bytes / mb:.1f} MB hashed"
+    )
+    console.print(
+        f"{'linked' if yes else 'would link'} {len(plan.links)} file(s): "
+        f"frees {plan.freed.bytes / mb:.1f} MB (apparent size, as du -sb counts)"
+    )
+    if plan.held_elsewhere.files:
+        console.print(
+            f"  {plan.held_elsewhere.bytes / mb:.1f} MB more relinked but still linked from outside these trees"
+        )
+    left = [
+        ("rewritten for their prefix (never linked)", plan.placeholder),
+        ("changed since install", plan.modified),
+        ("identical but on another filesystem", plan.cross_device),
+        ("identical but another owner or mode", plan.cross_owner),
+    ]
+    for why, tally in left:
+        if tally.files:
+            console.print(f"  left: {tally.files} file(s), {tally.bytes / mb:.1f} MB {why}")
+    if not yes:
+        console.print("dry run; --yes links")
+        return
+    console.print(
+        f"[green]freed[/green] {data['measured_freed_bytes'] / mb:.1f} MB measured "
+        f"(predicted {plan.freed.bytes / mb:.1f} MB); {done.linked} link(s) made"
+    )
+    for line in done.skipped[:20]:
+        console.print(f"[yellow]skipped[/yellow] {line}")
