@@ -1,0 +1,208 @@
+"""Tests at the edges of the safety checks, each one there because a mutation of the code (an
+off-by-one, a dropped bit, a missing normalisation) survived the rest of the suite. Each case is
+the smallest input on each side of the line the code draws."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import posixpath
+import subprocess
+import tarfile
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+
+from baseliner.audit.disk import measure
+from baseliner.lint import lint_env
+from baseliner.pack import _escapes, member_problems
+
+from ..conftest import MakeProject, install_baseline, spec
+
+
+def _member(
+    name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "", mode: int = 0o644
+) -> tarfile.TarInfo:
+    member = tarfile.TarInfo(name)
+    member.type, member.linkname, member.mode = kind, linkname, mode
+    return member
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "escapes"),
+    [
+        ("bin/link", "../../x", True),  # exactly one level out of the destination
+        ("bin/link", "../x", False),  # the destination's own top level
+        ("bin/a", "../lib/x", False),  # a legitimate link between top-level directories
+        ("a/b/c", "../../x", False),
+        ("a/b/c", "../../../x", True),
+        ("top", "..", True),
+        ("top", ".", False),
+        ("bin/link", "./../x", False),
+        ("bin/link", "/etc/passwd", True),
+    ],
+)
+def test_symlink_targets_at_the_destination_edge(name: str, target: str, escapes: bool) -> None:
+    problems = member_problems(_member(name, tarfile.SYMTYPE, target))
+    assert bool(problems) is escapes, problems
+    if escapes:
+        assert "escapes the destination" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("target", "escapes"),
+    [("a/../../x", True), ("a/../x", False), ("../x", True), ("x", False), ("a/b/../../x", False)],
+)
+def test_hardlink_targets_are_relative_to_the_archive_root(target: str, escapes: bool) -> None:
+    problems = member_problems(_member("deep/dir/h", tarfile.LNKTYPE, target))
+    assert bool(problems) is escapes, problems
+
+
+@pytest.mark.parametrize(
+    ("mode", "refused"), [(0o2755, True), (0o4755, True), (0o6755, True), (0o1755, False), (0o755, False)]
+)
+def test_setuid_and_setgid_bits_are_refused(mode: int, refused: bool) -> None:
+    problems = member_problems(_member("bin/tool", mode=mode))
+    assert bool(problems) is refused
+    if refused:
+        assert problems == ["'bin/tool': setuid/setgid bit"]
+
+
+def _outside(base: PurePosixPath, target: str) -> bool:
+    """The oracle: where a link at `base/` pointing to `target` lands, by the standard library."""
+    if target.startswith("/"):
+        return True
+    landed = posixpath.normpath(posixpath.join(str(base) if str(base) != "." else "", target) or ".")
+    return landed == ".." or landed.startswith("../")
+
+
+def test_link_escapes_agree_with_normpath_on_random_paths() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    part = st.sampled_from(["..", ".", "a", "b", "lib", "x"])
+    path = st.lists(part, min_size=0, max_size=6).map(lambda p: "/".join(p))
+
+    @settings(max_examples=2000, deadline=None)
+    @given(base=st.lists(st.sampled_from(["a", "b", "bin"]), max_size=4), target=path, absolute=st.booleans())
+    def check(base: list[str], target: str, absolute: bool) -> None:
+        text = ("/" if absolute else "") + target
+        if not text:
+            return
+        assert _escapes(PurePosixPath(*base), text) is _outside(PurePosixPath(*base), text)
+
+    check()
+
+
+def test_random_archives_never_write_outside_the_destination(tmp_path: Path) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from baseliner.errors import PackError
+    from baseliner.pack import unpack, write_checksum
+
+    part = st.sampled_from(["..", ".", "a", "b", "bin", "lib", "x"])
+    rel = st.lists(part, min_size=1, max_size=5).map("/".join)
+    kind = st.sampled_from([tarfile.REGTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.DIRTYPE])
+    members = st.lists(st.tuples(rel, kind, rel, st.booleans()), min_size=1, max_size=6)
+    counter = iter(range(10**9))
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(entries=members)
+    def check(entries: list[tuple[str, bytes, str, bool]]) -> None:
+        work = tmp_path / f"case{next(counter)}"
+        (work / "in").mkdir(parents=True)
+        archive = work / "in" / "env.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            for name, kind, target, absolute in entries:
+                member = _member(name, kind, ("/" if absolute else "") + target)
+                data = b"payload" if kind == tarfile.REGTYPE else b""
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+        write_checksum(archive)
+        dest = work / "box" / "dest"
+        with contextlib.suppress(PackError, tarfile.TarError, OSError):
+            unpack(archive, dest, run_conda_unpack=False)
+        written = {p.relative_to(work).as_posix() for p in work.rglob("*")}
+        outside = {
+            p for p in written if not p.startswith(("in", "box/dest/")) and p not in {"box", "box/dest"}
+        }
+        assert not outside, (entries, outside)
+
+    check()
+
+
+def test_disk_usage_is_apparent_bytes_as_du_sb_counts_them(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "one-byte").write_bytes(b"x")  # one byte, one block on disk
+    with (root / "sparse").open("wb") as fh:
+        fh.truncate(10_000_000)  # ten million bytes, almost no blocks
+    os.link(root / "one-byte", root / "same-inode")
+    du = int(
+        subprocess.run(["du", "-sb", str(root)], capture_output=True, text=True, check=True).stdout.split()[0]
+    )
+    usage = measure([root])
+    assert usage.total == du
+    assert usage.roots[0].apparent == du
+    assert du == root.stat().st_size + 1 + 10_000_000  # the directory, the byte once, the sparse file
+
+
+def test_a_pip_name_that_differs_only_by_pep503_normalisation_still_shadows(
+    make_project: MakeProject,
+) -> None:
+    prefix = install_baseline(make_project({"nm": spec("nm", conda=["python 3.*", "hello-noarch"])}), "nm")
+    site = next(prefix.glob("lib/python3*/site-packages"))
+    for spelled in ("Hello_Noarch", "hello.noarch", "HELLO--noarch"):
+        info = site / f"{spelled.replace('-', '_')}-9.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {spelled}\nVersion: 9.0\n")
+        (info / "RECORD").write_text(f"{info.name}/METADATA,,\n")
+        findings = [f for f in lint_env(prefix) if f.check == "pip-shadow"]
+        assert len(findings) == 1, (spelled, findings)
+        assert f"pip package {spelled} 9.0 shadows conda package hello-noarch 0.3" in findings[0].message
+        subprocess.run(["rm", "-rf", str(info)], check=True)
+
+
+def test_the_prefix_length_check_at_exactly_the_placeholder_length(make_project: MakeProject) -> None:
+    from tests.support.fixture_channel import BINARY_PLACEHOLDER
+
+    prefix = install_baseline(make_project({"pl": spec("pl", conda=["python 3.*", "prefixdemo"])}), "pl")
+    limit = len(BINARY_PLACEHOLDER)
+    assert len(str(prefix.resolve())) < limit
+
+    def too_long(target_length: int) -> bool:
+        target = "/" + "x" * (target_length - 1)
+        return any(f.check == "prefix-length" for f in lint_env(prefix, [target]))
+
+    assert limit == 255  # conda-build's padded placeholder
+    assert not too_long(255)  # as long as the placeholder: fits
+    assert too_long(256)  # one more: does not
+
+
+SPEC_CHANGES = {
+    "pip": {"pip": ["tinyapp"]},
+    "pip-pin": {"pip": ["tinyapp ==0.5.0"]},
+    "channels": {"channels": ["fixture", "other"]},
+    "platforms": {"platforms": ["linux-64", "linux-aarch64"]},
+    "virtual-packages": {"virtual_packages": {"linux-64": ["__glibc=2.28"]}},
+    "image": {"image": {"user": "someone"}},
+    "conda": {"conda": ["python 3.*", "hello-noarch"]},
+    "version": {"version": "2.0"},
+    "pack": {"pack": {"format": "tar.zst"}},
+}
+
+
+@pytest.mark.parametrize("field", sorted(SPEC_CHANGES))
+def test_every_input_of_the_solve_and_build_changes_the_spec_hash(field: str, tmp_path: Path) -> None:
+    from baseliner.spec import BaselineRepo
+
+    def spec_hash(**changes: object) -> str:
+        root = tmp_path / f"repo-{len(list(tmp_path.iterdir()))}"
+        (root / "baselines").mkdir(parents=True)
+        (root / "baselines" / "h.yaml").write_text(yaml.safe_dump(spec("h", **changes), sort_keys=False))
+        return BaselineRepo(root / "baselines").resolve("h").spec_hash
+
+    assert spec_hash(**SPEC_CHANGES[field]) != spec_hash()
