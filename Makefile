@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up a fresh machine first (.ci/setup).
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint mutation
 
 VENV := .venv
 INVOKE := $(VENV)/bin/invoke
@@ -30,3 +30,10 @@ lint: setup
 	$(VENV)/bin/ruff check baseliner tests tasks.py bench
 	$(VENV)/bin/ruff format --check baseliner tests tasks.py bench
 	$(VENV)/bin/mypy
+
+# Mutation testing of the safety-critical modules ([tool.mutmut] in pyproject.toml); not in CI.
+# Survivors: `.venv/bin/mutmut results`, one of them: `.venv/bin/mutmut show NAME`.
+mutation: setup
+	rm -rf mutants
+	$(VENV)/bin/mutmut run
+	$(VENV)/bin/python tests/support/mutation_scores.py

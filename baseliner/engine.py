@@ -108,6 +108,7 @@ def install(
     """Link `records` into `prefix` from the package cache `cache`; with `alternative_prefix`, files
     are written at `prefix` but their prefix placeholders name `alternative_prefix`."""
     from rattler import install as rattler_install
+    from rattler.networking import AuthenticationMiddleware, Client
 
     kwargs: dict[str, Any] = {"alternative_target_prefix": alternative_prefix} if alternative_prefix else {}
     with _engine():
@@ -119,6 +120,8 @@ def install(
                 installed_packages=[],
                 show_progress=False,
                 execute_link_scripts=link_scripts,
+                # The default client sends no credentials: a mirror behind auth answers 401.
+                client=Client([AuthenticationMiddleware()]),
                 **kwargs,
             )
         )

@@ -36,6 +36,16 @@ REPO = Path(__file__).resolve().parents[1]
 BASELINER = str(Path(sys.executable).with_name("baseliner"))
 
 
+# Why a file jdupes linked is not safe to link, most specific first.
+REASONS = [
+    "rewritten for its prefix",
+    "changed since install",
+    "recorded by no package",
+    "its paths now have another owner or mode",
+    "linked onto a file that is not safe to link (e.g. one no package records)",
+]
+
+
 def du(*trees: Path) -> int:
     out = subprocess.run(["du", "-sbc", *map(str, trees)], capture_output=True, text=True, check=True)
     return int(out.stdout.splitlines()[-1].split()[0])
@@ -128,7 +138,10 @@ def main() -> None:
             now = os.lstat(paths[0])
             if (now.st_uid, now.st_gid, now.st_mode & 0o7777) != owner:
                 reasons.add("its paths now have another owner or mode")
-            freed_by["safe" if reasons == {"safe"} else sorted(reasons - {"safe"})[0]] += size
+            kept = after.get((now.st_dev, now.st_ino))
+            if kept and any(why.get(p) != "safe" for p in kept[2]):
+                reasons.add("linked onto a file that is not safe to link (e.g. one no package records)")
+            freed_by["safe" if reasons == {"safe"} else min(reasons - {"safe"}, key=REASONS.index)] += size
     result = {
         "fleet_bytes": fleet_bytes,
         "copies": args.copies,

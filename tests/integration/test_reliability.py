@@ -29,10 +29,10 @@ BASELINER = str(Path(sys.executable).with_name("baseliner"))
 KILL_TRIALS = 20
 
 
-def _build(project: Project, name: str, **kw: object) -> subprocess.Popen[str]:
+def _build(project: Project, name: str, *extra: str, **kw: object) -> subprocess.Popen[str]:
     env = {**os.environ, "BASELINER_ROOT": str(project.root)}
     return subprocess.Popen(
-        [BASELINER, "build-baseline", name, "--no-image"],
+        [BASELINER, "build-baseline", name, "--no-image", *extra],
         env=env,
         cwd=project.root,
         stdout=subprocess.PIPE,
@@ -117,10 +117,18 @@ def test_killed_builds_leave_nothing_partial_and_the_next_build_matches(
 
 def test_eight_concurrent_builds_share_cache_and_output(project: Project) -> None:
     names = ["par0", "par1", "par2", "par3", "par4", "par5", "par0", "par1"]  # two baselines twice
-    procs = [_build(project, n) for n in names]
-    codes = [p.wait(timeout=600) for p in procs]
-    errors = [p.stderr.read() if p.stderr else "" for p in procs]
-    assert codes == [0] * 8, "\n".join(e[-1500:] for e, c in zip(errors, codes, strict=True) if c)
+    procs = [_build(project, n, "--json") for n in names]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert codes == [0] * 8, "\n".join(e[-1500:] for (_, e), c in zip(outputs, codes, strict=True) if c)
+    results = [json.loads(out)[0] for out, _ in outputs]
+    for name in ("par0", "par1"):
+        # Of the two builds of one baseline started at once, one built it; the other waited for
+        # the build lock and then found everything fresh: no step ran.
+        pair = [r for r in results if r["name"] == name]
+        assert sorted(r["rebuilt"] for r in pair) == [False, True], pair
+        waited = next(r for r in pair if not r["rebuilt"])
+        assert [s["name"] for s in waited["steps"]] == ["render"], waited["steps"]
     digests = {}
     for name in set(names):
         _check_consistent(project, name)

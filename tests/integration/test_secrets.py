@@ -5,14 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 
 from baseliner.config import Project
 from baseliner.errors import LockError, redact
 
 from ..conftest import MakeProject, spec
+from ..support.serving import serve_directory
 
 SECRET = "s3cret-TOKEN-9f2c"
 
@@ -37,10 +42,23 @@ def _grep(root: Path) -> list[str]:
     return hits
 
 
+@pytest.fixture
+def auth_channel(channel_dir: Path) -> Iterator[str]:
+    """The fixture channel behind HTTP Basic auth (alice / SECRET): 401 without them."""
+    with serve_directory(channel_dir, credentials=("alice", SECRET)) as url:
+        yield url
+
+
+def test_the_channel_server_refuses_requests_without_the_credentials(auth_channel: str) -> None:
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"{auth_channel}/noarch/repodata.json", timeout=10)
+    assert info.value.code == 401
+
+
 def test_a_planted_channel_secret_appears_nowhere(
-    make_project: MakeProject, http_channel: str, tmp_path: Path
+    make_project: MakeProject, auth_channel: str, tmp_path: Path
 ) -> None:
-    authed = http_channel.replace("http://", f"http://alice:{SECRET}@")
+    authed = auth_channel.replace("http://", f"http://alice:{SECRET}@")
     project: Project = make_project(
         {"sec": spec("sec", conda=["python 3.*", "hello-noarch"])}, channel_url=authed
     )

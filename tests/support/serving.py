@@ -17,10 +17,33 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _BasicAuthHandler(_QuietHandler):
+    expected = ""  # "Basic <base64 of user:password>"
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != self.expected:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="channel"')
+            self.end_headers()
+            return
+        super().do_GET()
+
+    do_HEAD = do_GET
+
+
 @contextlib.contextmanager
-def serve_directory(directory: Path, port: int = 0) -> Iterator[str]:
-    """Serve `directory` over HTTP on 127.0.0.1 for the duration of the block; yields the URL."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
+def serve_directory(
+    directory: Path, port: int = 0, credentials: tuple[str, str] | None = None
+) -> Iterator[str]:
+    """Serve `directory` over HTTP on 127.0.0.1 for the duration of the block; yields the URL.
+    With `credentials` (user, password), every request without them gets 401."""
+    import base64
+
+    base: type[_QuietHandler] = _QuietHandler
+    if credentials is not None:
+        token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+        base = type("_Auth", (_BasicAuthHandler,), {"expected": f"Basic {token}"})
+    handler = functools.partial(base, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

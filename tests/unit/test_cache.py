@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from baseliner.build import BuildOptions, build_baseline
-from baseliner.cache import fill, prune, prune_plan, stats, verify, wanted_packages
+from baseliner.cache import dist_name, fill, prune, prune_plan, stats, verify, wanted_packages
 from baseliner.lock import LockPaths, lock_files, read_lock_records
 from baseliner.store import Store, publish
 
@@ -98,7 +99,24 @@ def test_stats_counts_sharing(store_of_two, tmp_path: Path) -> None:  # type: ig
     result = stats(cache, wanted)
     assert result["packages"] == 4
     assert result["baselines_per_package"] == {1: 3, 2: 1}  # python is shared by both
-    assert result["bytes_saved"] > 0 and result["bytes_with_separate_caches"] > result["bytes"]
+
+    # Checked against `du`: the files of each package (its directory without the directories
+    # themselves, plus its archive), python counted once per baseline that needs it.
+    def du_files(*paths: Path) -> int:
+        du = subprocess.run(["du", "-sbc", *map(str, paths)], capture_output=True, text=True, check=True)
+        dirs = subprocess.run(
+            ["find", *map(str, paths), "-type", "d", "-printf", "%s\n"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(du.stdout.splitlines()[-1].split()[0]) - sum(int(n) for n in dirs.stdout.split())
+
+    per_package = {fn: du_files(cache / dist_name(fn), cache / fn) for fn in wanted}
+    python = next(fn for fn in wanted if fn.startswith("python-"))
+    assert result["bytes"] == sum(per_package.values())
+    assert result["bytes_saved"] == per_package[python]  # the one package both baselines share
+    assert result["bytes_with_separate_caches"] == result["bytes"] + per_package[python]
 
 
 def test_cache_tarball_for_seeding_a_pvc(store_of_two, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -58,8 +59,17 @@ def test_store_index_lists_the_published_version(published: tuple[Project, Store
     index = store.index()
     entry = index["baselines"]["obase"]["1.0"]
     manifest = store.manifest("obase", "1.0")
-    assert entry["lock_hash"] == manifest["lock_hash"]
     assert {"obase.lock", "sbom.cdx.json", "obase-1.0-linux-64.tar.gz"} <= set(manifest["files"])
+    # The hashes in the index and the manifest are those of the bytes the store holds.
+    version_dir = Path(project.store_location) / "obase" / "1.0"
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((version_dir / name).read_bytes()).hexdigest() == digest, name
+    names = sorted(p.name for p in version_dir.iterdir())
+    locks = ["obase.lock", *(n for n in names if ".explicit-" in n), *(n for n in names if ".pip-" in n)]
+    recomputed = hashlib.sha256()
+    for name in locks:  # the lock, then the @EXPLICIT files, then the pip locks: names and bytes
+        recomputed.update(name.encode() + b"\0" + (version_dir / name).read_bytes() + b"\0")
+    assert entry["lock_hash"] == manifest["lock_hash"] == recomputed.hexdigest(), locks
     sbom = store.read_json("obase/1.0/sbom.cdx.json")
     assert {c["name"] for c in sbom["components"]} >= {"python", "hello-noarch", "libfoo", "tinyutil"}
     with pytest.raises(StoreError, match="not published"):
