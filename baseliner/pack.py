@@ -21,6 +21,7 @@ import contextlib
 import gzip
 import hashlib
 import os
+import posixpath
 import shutil
 import stat
 import subprocess
@@ -33,7 +34,7 @@ from typing import IO, Literal
 from .atomic import Report, silent, write_atomic
 from .concurrency import claim, owner_is_dead, release, scratch
 from .condapkg import FIXED_MTIME
-from .errors import PackError, first_few
+from .errors import PackError, first_few, is_disk_full
 from .yamlsource import control_characters
 
 # The file every baseliner environment carries (name, version, platform, lock hash).
@@ -190,6 +191,10 @@ def member_problems(member: tarfile.TarInfo) -> list[str]:
         problems.append(f"{name!r}: symlink to {member.linkname!r} escapes the destination")
     if member.islnk() and _escapes(PurePosixPath(), member.linkname):
         problems.append(f"{name!r}: hardlink to {member.linkname!r} escapes the destination")
+    if not member.isdir() and posixpath.normpath(name) in (".", ""):
+        problems.append(f"{name!r}: not a file name (the destination itself)")
+    if member.islnk() and posixpath.normpath(member.linkname) == posixpath.normpath(name):
+        problems.append(f"{name!r}: hardlink to itself")  # tarfile would recurse without end
     return problems
 
 
@@ -256,8 +261,16 @@ def unpack(
         env = tmp / "env"
         env.mkdir()
         report(f"extracting into {dest}")
-        with open_tarball(tarball) as tar:
-            tar.extractall(env, filter="data")
+        try:
+            with open_tarball(tarball) as tar:
+                tar.extractall(env, filter="data")
+        except (tarfile.TarError, OSError, KeyError, RecursionError) as exc:  # KeyError: a link to no member
+            if isinstance(exc, OSError) and is_disk_full(exc):
+                raise
+            raise PackError(
+                f"cannot extract {tarball.name}: {type(exc).__name__}: {str(exc)[:200]}",
+                hint="the archive was not made by baseliner/conda-pack or was tampered with",
+            ) from None
         # The owner file travels with the env: until conda-unpack is done, DEST is unfinished.
         owner = claim(env)
         if dest.exists():

@@ -272,8 +272,15 @@ def read_source(path: Path) -> YamlSource:
             where=Location(path, line),
             hint="check indentation and quoting near that line",
         ) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, e.g. a control character
+        line = text[: exc.position].count("\n") + 1
+        raise SpecError(
+            f"{path.name} is not valid YAML: character {exc.character!r} is not allowed in YAML",
+            where=Location(path, line),
+            hint="remove the character (control characters cannot appear in a YAML file)",
+        ) from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"{path.name} is not valid YAML: {exc}", where=Location(path)) from None
+        raise SpecError(f"{path.name} is not valid YAML: {exc}", where=Location(path, 1)) from None
     return source
 
 
@@ -284,9 +291,10 @@ def validate_model(
     how to check the file again (default: `invoke validate` of baseline `name`)."""
     hint = hint or _HINT.format(name=name)
     if not isinstance(source.data, dict):
+        found = "it is empty" if source.data is None else f"it holds a {type(source.data).__name__}"
         raise SpecError(
-            f"{what} {name!r} is invalid: the file must be a mapping of keys",
-            where=source.where(),
+            f"{what} {name!r} is invalid: the file must be a mapping of keys ({found})",
+            where=Location(source.path, source.line_of(()) or 1),
             hint=hint,
         )
     problems: list[tuple[tuple[Any, ...], str]] = []
