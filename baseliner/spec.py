@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -213,9 +213,14 @@ class Baseline:
 _HINT = "fix the file, then run `invoke validate -n {name}`"
 
 
+def _key(loc: Sequence[Any]) -> str:
+    """A key path as errors show it: `image.env.A`, `conda[1]`."""
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+
+
 def _describe(error: Mapping[str, Any]) -> str:
     loc = error["loc"]
-    where = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+    where = _key(loc)
     kind, value = error["type"], error.get("input")
     if kind == "extra_forbidden":
         return f"{where}: unknown key"
@@ -305,7 +310,7 @@ def validate_model(
         except ValidationError as exc:
             problems = [(tuple(e["loc"]), _describe(e)) for e in exc.errors()]
     else:
-        problems = [(loc, f"{_escape('.'.join(map(str, loc))) or 'file'}: {msg}") for loc, msg in problems]
+        problems = [(loc, f"{_escape(_key(loc)) or 'file'}: {msg}") for loc, msg in problems]
     problems.sort(key=lambda p: source.line_of(p[0]) or 0)
     first_line = source.line_of(problems[0][0])
     raise SpecError(

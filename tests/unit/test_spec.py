@@ -17,11 +17,13 @@ BAD = DATA / "bad-specs"
 CASES = sorted(p.stem for p in BAD.glob("*.yaml") if p.read_text().startswith("# expect:"))
 
 
-def _expectation(path: Path) -> tuple[str, int | None]:
+def _expectation(path: Path) -> tuple[str, int | None, str | None]:
+    """What a hostile fixture's header says its error must contain: text, line, key."""
     text = path.read_text()
     expect = re.search(r"^# expect: (.*)$", text, re.M).group(1)  # type: ignore[union-attr]
     line = re.search(r"^# expect-line: (\S+)$", text, re.M).group(1)  # type: ignore[union-attr]
-    return expect, None if line == "none" else int(line)
+    key = re.search(r"^# expect-key: (\S+)$", text, re.M).group(1)  # type: ignore[union-attr]
+    return expect, None if line == "none" else int(line), None if key == "none" else key
 
 
 def test_there_are_at_least_30_hostile_specs() -> None:
@@ -31,7 +33,7 @@ def test_there_are_at_least_30_hostile_specs() -> None:
 @pytest.mark.parametrize("name", CASES)
 def test_bad_spec_is_rejected_with_file_line_and_key(name: str, tmp_path: Path) -> None:
     shutil.copytree(BAD, tmp_path / "baselines")
-    expect, line = _expectation(BAD / f"{name}.yaml")
+    expect, line, key = _expectation(BAD / f"{name}.yaml")
     with pytest.raises(SpecError) as info:
         BaselineRepo(tmp_path / "baselines").resolve(name)
     message = info.value.render()
@@ -41,6 +43,9 @@ def test_bad_spec_is_rejected_with_file_line_and_key(name: str, tmp_path: Path) 
     assert f"{name}.yaml" in message
     if line is not None:
         assert f"line {line}" in message
+    if key is not None:
+        assert key in message, (key, message)
+    assert "\nhint: " in message  # every refusal says what to do
     assert len(message.splitlines()) <= 12  # one screen
     # Nothing of the hostile value's control characters reaches the terminal raw.
     assert not any(ord(ch) < 0x20 and ch != "\n" for ch in message)
