@@ -337,3 +337,26 @@ def test_a_future_overlay_manifest_is_refused_naming_the_file(
     with pytest.raises(ArtifactError) as info:
         build_overlay(project, overlay, base, NO_IMAGE)
     assert f"{built.manifest} has schema_version 2, which this baseliner does not read" in info.value.render()
+
+
+def test_cache_overlays_in_the_org_config_fill_the_shared_cache_with_their_delta(
+    published: tuple[Project, Store], tmp_path: Path
+) -> None:
+    from ..support.cli import baseliner
+
+    project, store = published
+    overlay = load_overlay(_overlay(tmp_path, conda=["prefixdemo"]))
+    base = resolve_base(overlay, store, tmp_path / "bases")
+    lock_overlay(overlay, base, project.mirrors(), project.build_dir)
+    shared = tmp_path / "shared-pkgs"
+    assert baseliner(project.root, "cache", "--directory", str(shared)).code == 0
+    assert not list(shared.glob("prefixdemo-*"))  # the base alone does not need it
+    config = yaml.safe_load((project.root / "baseliner.yaml").read_text())
+    config["cache_overlays"] = [str(overlay.lock_path)]
+    (project.root / "baseliner.yaml").write_text(yaml.safe_dump(config))
+    ran = baseliner(project.root, "cache", "--directory", str(shared))
+    assert ran.code == 0 and "1 added" in ran.err, ran.err
+    assert len(list(shared.glob("prefixdemo-*/info/repodata_record.json"))) == 1
+    stats = json.loads(baseliner(project.root, "cache.stats", "--directory", str(shared), "--json").out)
+    assert stats["packages"] == len(list(shared.glob("*/info/repodata_record.json")))
+    assert baseliner(project.root, "cache.verify", "--directory", str(shared)).code == 0
