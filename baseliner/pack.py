@@ -18,8 +18,8 @@ to the destination, renames it into place and runs `conda-unpack` there.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
+import io
 import os
 import posixpath
 import shutil
@@ -77,27 +77,37 @@ def pack_env(
 ) -> PackResult:
     """Pack `prefix` into `output` (written under a temporary name, then renamed).
 
+    One pass: conda-pack's own Packer chooses the files and rewrites what must be rewritten
+    (conda-meta, the prefix records, `bin/conda-unpack`); each member goes, with a fixed mtime and
+    root ownership, straight into the compressor (ISA-L's gzip, or zstd), which writes the file. No
+    intermediate tar touches the disk, and memory does not grow with the environment.
+
     With `only`, just those prefix-relative files go in (a delta); `conda-unpack` then rewrites the
     prefix in those files alone."""
-    import conda_pack
-
     with scratch(output.parent, f"pack-{output.name}") as tmp_dir:
-        raw = tmp_dir / "env.tar"
         report(f"conda-pack {prefix.name} -> {fmt} (level {compress_level}, {threads} thread(s))")
-        _conda_pack(conda_pack, prefix, raw, only)
         tmp = tmp_dir / f"env.{fmt}"
         with tmp.open("wb") as out, _compressor(out, fmt, compress_level, threads) as stream:
-            _normalise_tar(raw, stream)
-        raw.unlink()
+            _conda_pack(prefix, stream, only)
         tmp.replace(output)
     return PackResult(output, write_checksum(output), output.stat().st_size)
+
+
+def _isal_level(level: int) -> int:
+    """ISA-L has levels 0-3: zlib's 1-2 are about its 1, 3 its 2, and 4 and up its 3."""
+    return 1 if level <= 2 else 2 if level == 3 else 3
 
 
 @contextlib.contextmanager
 def _compressor(out: IO[bytes], fmt: Format, level: int, threads: int) -> Iterator[IO[bytes]]:
     if fmt == "tar.gz":
-        with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=max(level, 1), mtime=0, filename="") as gz:
-            yield gz  # type: ignore[misc]
+        # Blocks compressed in parallel into one gzip member; the bytes depend on the input and
+        # the level only (not on the thread count or the time: mtime 0, no file name).
+        from isal import igzip_threaded
+
+        workers = (os.cpu_count() or 1) if threads < 1 else threads
+        with igzip_threaded.open(out, "wb", compresslevel=_isal_level(level), threads=workers) as gz:
+            yield gz
     else:
         import zstandard
 
@@ -106,28 +116,46 @@ def _compressor(out: IO[bytes], fmt: Format, level: int, threads: int) -> Iterat
             yield zst
 
 
-def _normalise_tar(raw: Path, stream: IO[bytes]) -> None:
-    """Copy the tar at `raw` into `stream` with fixed mtimes and root ownership (content unchanged)."""
-    with (
-        tarfile.open(raw, "r:") as src,
-        tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as dst,
-    ):
-        for member in src:
-            member.mtime = FIXED_MTIME
-            member.uid = member.gid = 0
-            member.uname = member.gname = ""
-            member.pax_headers = {}
-            dst.addfile(member, src.extractfile(member) if member.isreg() else None)
+def _normalised(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """The same member with a fixed mtime and root ownership: the bytes depend on content only."""
+    member.mtime = FIXED_MTIME
+    member.uid = member.gid = 0
+    member.uname = member.gname = ""
+    member.pax_headers = {}
+    return member
 
 
-def _conda_pack(conda_pack: object, prefix: Path, out: Path, only: Collection[str] | None) -> None:
+def _conda_pack(prefix: Path, stream: IO[bytes], only: Collection[str] | None) -> None:
+    """Write the environment at `prefix` as a tar stream into `stream`, through conda-pack's Packer."""
+    import conda_pack
+    from conda_pack.core import Packer
+    from conda_pack.formats import ArchiveBase
+
+    class Archive(ArchiveBase):
+        """conda-pack's archive interface over a streaming tar of normalised members."""
+
+        def __init__(self, tar: tarfile.TarFile) -> None:
+            self.arcroot, self.tar = "", tar
+
+        def _add(self, source: str, target: str) -> None:
+            self.tar.add(source, target, recursive=False, filter=_normalised)
+
+        def _add_bytes(self, source: str, data: bytes, target: str) -> None:
+            member = _normalised(self.tar.gettarinfo(source, target))
+            member.size = len(data)
+            self.tar.addfile(member, io.BytesIO(data))
+
     try:
-        env = conda_pack.CondaEnv.from_prefix(str(prefix))  # type: ignore[attr-defined]
+        env = conda_pack.CondaEnv.from_prefix(str(prefix))
         if only is not None:
             wanted = set(only)
-            env = conda_pack.CondaEnv(env.prefix, [f for f in env.files if f.target in wanted])  # type: ignore[attr-defined]
-        env.pack(output=str(out), format="tar", force=True, arcroot="", verbose=False)
-    except conda_pack.CondaPackException as exc:  # type: ignore[attr-defined]
+            env = conda_pack.CondaEnv(env.prefix, [f for f in env.files if f.target in wanted])
+        with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            packer = Packer(env.prefix, Archive(tar))
+            for file in env.files:
+                packer.add(file)
+            packer.finish()
+    except conda_pack.CondaPackException as exc:
         raise PackError(
             f"conda-pack refused {prefix}",
             details=str(exc).strip().splitlines()[:12],
@@ -152,9 +180,13 @@ def open_tarball(path: Path) -> Iterator[tarfile.TarFile]:
             tarfile.open(fileobj=stream, mode="r|") as tar,
         ):
             yield tar
+    elif name.endswith((".tar.gz", ".tgz")):
+        from isal import igzip  # ISA-L's gunzip: the same bytes out as zlib's, faster
+
+        with igzip.open(path, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            yield tar
     else:
-        mode = "r|gz" if name.endswith((".tar.gz", ".tgz")) else "r|"
-        with tarfile.open(path, mode=mode) as tar:  # type: ignore[call-overload]
+        with tarfile.open(path, mode="r|") as tar:
             yield tar
 
 

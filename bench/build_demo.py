@@ -76,7 +76,7 @@ def main() -> None:
 
         env = work / "env"
         normalise_mtimes(env, FIXED_MTIME)
-        t_gz, gz = timed(lambda: pack_env(env, work / "out" / "demo.tar.gz", "tar.gz", 4, 1))
+        t_gz, gz = timed(lambda: pack_env(env, work / "out" / "demo.tar.gz", "tar.gz", 4, -1))
         t_zst, zst = timed(lambda: pack_env(env, work / "out" / "demo.tar.zst", "tar.zst", 4, -1))
         t_cpk, _ = timed(
             lambda: conda_pack.pack(prefix=str(env), output=str(work / "cp.tar.gz"), verbose=False)
