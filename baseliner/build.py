@@ -33,11 +33,11 @@ from .concurrency import hold, scratch, sweep
 from .condapkg import FIXED_MTIME
 from .config import Project
 from .envs import BASELINE_MARKER, install_env, normalise_mtimes
-from .errors import BaselinerError, DiskFullError, DockerUnavailable, LockError, is_disk_full
+from .errors import BaselinerError, DiskFullError, LockError, is_disk_full
 from .lint import lint_env, raise_on_errors
 from .lock import lock_baseline, lock_hash, read_lock, stale_reason
 from .pack import pack_env, sha256_file
-from .pipeline import BUILD_KEY_LABEL, BuildOptions, BuildResult, step, vcs_labels
+from .pipeline import BUILD_KEY_LABEL, BuildOptions, BuildResult, connect_or_note, step, vcs_labels
 from .pypi import parse_pip_lock, pip_requires
 from .render import PACKAGE_TEMPLATES, render_activation, render_outputs, tarball_name, write_outputs
 from .spec import Baseline
@@ -329,11 +329,8 @@ def _image_steps(
     from . import images, smoke
 
     baseline = paths.baseline
-    try:
-        client = (connect or images.connect)()
-    except DockerUnavailable as exc:
-        result.image_note = f"not built: {exc.message} ({exc.details[0] if exc.details else ''})"
-        report(result.image_note)
+    client = connect_or_note(result, connect, report)
+    if client is None:
         return
     tags = image_tags(baseline)
     labels = {}

@@ -28,7 +28,7 @@ from .concurrency import hold, scratch
 from .condapkg import FIXED_MTIME
 from .config import Project
 from .envs import BASELINE_MARKER, OVERLAY_MARKER, conda_records, install_env, normalise_mtimes
-from .errors import DockerUnavailable, LockError, PackError, StoreError
+from .errors import LockError, PackError, StoreError
 from .lint import lint_env, pip_distributions, raise_on_errors
 from .lock import LockedEnv, read_lock_records
 from .overlay import Base, Overlay, _refs_for, overlay_stale_reason, read_header
@@ -41,7 +41,7 @@ from .pack import (
     unpack,
     verify_checksum,
 )
-from .pipeline import BUILD_KEY_LABEL, BuildOptions, BuildResult, step, vcs_labels
+from .pipeline import BUILD_KEY_LABEL, BuildOptions, BuildResult, connect_or_note, step, vcs_labels
 from .pypi import normalise
 from .render import render_overlay_context
 from .spec import ImageSpec
@@ -361,11 +361,8 @@ def _image_steps(
             f"base {base.ref} was published without an image",
             hint="build and publish the base with its image (and --registry for a digest), or use --no-image",
         )
-    try:
-        client = (connect or images.connect)()
-    except DockerUnavailable as exc:
-        result.image_note = f"not built: {exc.message} ({exc.details[0] if exc.details else ''})"
-        report(result.image_note)
+    client = connect_or_note(result, connect, report)
+    if client is None:
         return
     tag = overlay_image_tag(overlay, base)
     fresh = images.image_exists(client, tag) and images.inspect_labels(client, tag).get(BUILD_KEY_LABEL)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +101,20 @@ def step(result: BuildResult, name: str, report: Report) -> Iterator[list[str]]:
     report(f"[{name}]")
     yield detail
     result.steps.append(Step(name, time.perf_counter() - start, "; ".join(detail)))
+
+
+def connect_or_note(result: BuildResult, connect: Callable[[], Any] | None, report: Report) -> Any | None:
+    """A Docker client for the image steps, or None with the reason in `result.image_note` (the
+    rest of the build stands without an engine)."""
+    from . import images
+    from .errors import DockerUnavailable
+
+    try:
+        return (connect or images.connect)()
+    except DockerUnavailable as exc:
+        result.image_note = f"not built: {exc.message} ({exc.details[0] if exc.details else ''})"
+        report(result.image_note)
+        return None
 
 
 def vcs_labels(root: Path) -> dict[str, str]:

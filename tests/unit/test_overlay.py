@@ -16,7 +16,7 @@ from baseliner.config import Project
 from baseliner.envs import conda_records
 from baseliner.errors import LockError, PackError
 from baseliner.lock import LockPaths
-from baseliner.overlay import drift, load_overlay, lock_overlay, resolve_base
+from baseliner.overlay import Base, Overlay, drift, load_overlay, lock_overlay, resolve_base
 from baseliner.overlay_build import apply_delta, build_overlay
 from baseliner.pack import sha256_file, unpack
 from baseliner.store import Store, StoreError, publish
@@ -44,6 +44,14 @@ NO_IMAGE = BuildOptions(image=False)
 def _sha(path: Path | None) -> str:
     assert path is not None
     return sha256_file(path)
+
+
+def _locked(project: Project, store: Store, tmp_path: Path) -> tuple[Overlay, Base]:
+    """The `prefixdemo` overlay on obase@1.0, locked."""
+    overlay = load_overlay(_overlay(tmp_path, conda=["prefixdemo"]))
+    base = resolve_base(overlay, store, tmp_path / "bases")
+    lock_overlay(overlay, base, project.mirrors(), project.build_dir)
+    return overlay, base
 
 
 def _overlay(tmp_path: Path, **fields: Any) -> Path:
@@ -160,9 +168,7 @@ def test_overlay_env_delta_tarball_and_apply(published: tuple[Project, Store], t
 
 def test_delta_is_refused_on_a_different_base(published: tuple[Project, Store], tmp_path: Path) -> None:
     project, store = published
-    overlay = load_overlay(_overlay(tmp_path, conda=["prefixdemo"]))
-    base = resolve_base(overlay, store, tmp_path / "bases")
-    lock_overlay(overlay, base, project.mirrors(), project.build_dir)
+    overlay, base = _locked(project, store, tmp_path)
     built = build_overlay(project, overlay, base, NO_IMAGE)
     target = unpack(Path(project.store_location) / "obase/1.0/obase-1.0-linux-64.tar.gz", tmp_path / "other")
     marker = target / "etc/baseliner/baseline.json"
@@ -262,9 +268,7 @@ def test_a_truncated_index_or_a_missing_file_is_a_clear_error(
 
 def test_an_unchanged_overlay_rebuild_is_a_no_op(published: tuple[Project, Store], tmp_path: Path) -> None:
     project, store = published
-    overlay = load_overlay(_overlay(tmp_path, conda=["prefixdemo"]))
-    base = resolve_base(overlay, store, tmp_path / "bases")
-    lock_overlay(overlay, base, project.mirrors(), project.build_dir)
+    overlay, base = _locked(project, store, tmp_path)
     first = build_overlay(project, overlay, base, NO_IMAGE)
     first_sha = _sha(first.delta)  # the paths stay; what they hold may change
     stamp = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (first.delta, first.tarball, first.manifest)}
@@ -329,9 +333,7 @@ def test_a_future_overlay_manifest_is_refused_naming_the_file(
     from baseliner.errors import ArtifactError
 
     project, store = published
-    overlay = load_overlay(_overlay(tmp_path, conda=["prefixdemo"]))
-    base = resolve_base(overlay, store, tmp_path / "bases")
-    lock_overlay(overlay, base, project.mirrors(), project.build_dir)
+    overlay, base = _locked(project, store, tmp_path)
     built = build_overlay(project, overlay, base, NO_IMAGE)
     built.manifest.write_text(json.dumps({**json.loads(built.manifest.read_text()), "schema_version": 2}))
     with pytest.raises(ArtifactError) as info:
@@ -345,9 +347,7 @@ def test_cache_overlays_in_the_org_config_fill_the_shared_cache_with_their_delta
     from ..support.cli import baseliner
 
     project, store = published
-    overlay = load_overlay(_overlay(tmp_path, conda=["prefixdemo"]))
-    base = resolve_base(overlay, store, tmp_path / "bases")
-    lock_overlay(overlay, base, project.mirrors(), project.build_dir)
+    overlay, _ = _locked(project, store, tmp_path)
     shared = tmp_path / "shared-pkgs"
     assert baseliner(project.root, "cache", "--directory", str(shared)).code == 0
     assert not list(shared.glob("prefixdemo-*"))  # the base alone does not need it
