@@ -1,40 +1,35 @@
 """Audit benchmark, measured in one run (a script, not a test). Prints:
 
-  * clustering time and peak memory for 10,000 synthetic environments of ~300 packages;
-  * the speed-up over the naive pairwise comparison (Python sets over all pairs) at 2,000;
+  * clustering 100,000 synthetic environments of ~300 packages (MinHash-LSH, checked exactly):
+    seconds and the peak RSS of a fresh process that builds the fleet and clusters it;
+  * at 10,000: the scalable method vs the exact matrix product, time and identical clusters;
+  * at 2,000: the exact method vs Python sets over all pairs (same pairs);
   * scan rate (inventory + inode-exact disk count) vs a bare `os.scandir` + `lstat` walk of the
     same tree of real prefixes (conda-meta records, files hardlinked from one cache).
 
-Run: .venv/bin/python bench/audit.py
+Run: .venv/bin/python bench/audit.py [--json] [--envs 100000]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
-import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from itertools import combinations
 from pathlib import Path
 
-from baseliner.audit import disk, similarity
-from baseliner.audit.inventory import inventory
+from baseliner.audit import similarity
+from baseliner.audit.report import scan
 
-
-def synthetic(n: int, seed: int = 7) -> list[list[str]]:
-    rng = random.Random(seed)
-    names = [f"pkg{i}" for i in range(3000)]
-    templates = [rng.sample(names, 300) for _ in range(60)]
-    envs = []
-    for _ in range(n):
-        base = templates[rng.randrange(len(templates))]
-        tokens = [f"conda:{p}=={1 if rng.random() > 0.03 else rng.randint(2, 4)}.0" for p in base]
-        tokens += [f"pip:{rng.choice(names)}==1.0" for _ in range(rng.randint(0, 8))]
-        envs.append(tokens)
-    return envs
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.support.synthetic import synthetic  # noqa: E402
 
 
 def naive(envs: list[list[str]], threshold: float) -> int:
@@ -45,10 +40,6 @@ def naive(envs: list[list[str]], threshold: float) -> int:
         if inter / (len(sets[a]) + len(sets[b]) - inter) >= threshold:
             found += 1
     return found
-
-
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bare_walk(root: Path) -> int:
@@ -91,29 +82,46 @@ def make_tree(root: Path, envs: int = 200, packages: int = 60, files: int = 25) 
             (prefix / "conda-meta" / f"pkg{p}-1.0-0.json").write_text(json.dumps(record))
 
 
-def main() -> None:
-    envs = synthetic(10_000)
-    before = rss_mb()
-    start = time.perf_counter()
-    result = similarity.cluster(envs, 0.9)
-    t10k = time.perf_counter() - start
-    peak = rss_mb()
-    print("baseliner audit benchmark")
-    print(
-        f"cluster 10,000 envs x ~300 pkgs   {t10k:7.2f} s   {len(result.members())} clusters, {len(result.pairs)} pairs >= 0.9, "
-        f"peak RSS {peak:.0f} MB (+{peak - before:.0f} MB for clustering)"
+def clustered_in_fresh_process(n: int) -> dict[str, float]:
+    """Time and peak RSS of clustering n envs, in a new interpreter (peak RSS is per process)."""
+    code = (
+        "import json, resource, sys, time;"
+        "from tests.support.synthetic import synthetic; from baseliner.audit import similarity;"
+        f"envs = synthetic({n}); base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024;"
+        "t = time.perf_counter(); c = similarity.cluster(envs, 0.9); t = time.perf_counter() - t;"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024;"
+        "print(json.dumps({'seconds': t, 'peak_rss_mb': peak, 'input_rss_mb': base,"
+        " 'clusters': len(c.members()), 'method': c.method}))"
     )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print the measured figures as one JSON object")
+    parser.add_argument("--envs", type=int, default=100_000, help="fleet size for the large run")
+    args = parser.parse_args()
+    big = clustered_in_fresh_process(args.envs)
+
+    envs = synthetic(10_000)
+    start = time.perf_counter()
+    exact = similarity.cluster_exact(envs, 0.9)
+    t_exact = time.perf_counter() - start
+    start = time.perf_counter()
+    scalable = similarity.cluster_lsh(envs, 0.9)
+    t_lsh = time.perf_counter() - start
+    same = exact.members() == scalable.members()
+
     small = envs[:2000]
     start = time.perf_counter()
-    ours = similarity.cluster(small, 0.9)
-    t_ours = time.perf_counter() - start
+    pairs, _ = similarity.jaccard_pairs(similarity.token_matrix(small), 0.9)
+    t_matrix = time.perf_counter() - start
     start = time.perf_counter()
-    pairs = naive(small, 0.9)
+    naive_pairs = naive(small, 0.9)
     t_naive = time.perf_counter() - start
-    assert pairs == len(ours.pairs), (pairs, len(ours.pairs))
-    print(
-        f"2,000 envs: matrix {t_ours:.2f} s vs Python sets over all pairs {t_naive:.2f} s   speed-up {t_naive / t_ours:.0f}x (same {pairs} pairs)"
-    )
+    assert naive_pairs == len(pairs), (naive_pairs, len(pairs))
+
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
         root = Path(tmp)
         make_tree(root)
@@ -121,15 +129,42 @@ def main() -> None:
         entries = bare_walk(root)
         t_walk = time.perf_counter() - start
         start = time.perf_counter()
-        profiles = inventory([root / "envs"])
-        usage = disk.measure([Path(p.location) for p in profiles] + [root / "pkgs"])
+        profiles, _ = scan([root / "envs"], caches=[root / "pkgs"])  # what `invoke audit` runs
         t_scan = time.perf_counter() - start
-        print(
-            f"scan {len(profiles)} prefixes, {entries} entries: inventory+disk {t_scan:.2f} s ({entries / t_scan:,.0f} entries/s) "
-            f"vs bare scandir+lstat {t_walk:.2f} s ({entries / t_walk:,.0f}/s)   ratio {t_scan / t_walk:.1f}x; "
-            f"disk total {usage.total / 1e6:.1f} MB"
-        )
         shutil.rmtree(root, ignore_errors=True)
+
+    figures = {
+        "audit_100k_seconds": round(big["seconds"], 2),
+        "audit_100k_peak_rss_mb": round(big["peak_rss_mb"], 1),
+        "audit_100k_input_rss_mb": round(big["input_rss_mb"], 1),
+        "audit_100k_envs": args.envs,
+        "audit_100k_clusters": big["clusters"],
+        "audit_10k_lsh_vs_exact_time": round(t_lsh / t_exact, 3),
+        "audit_10k_same_clusters": same,
+        "audit_2k_matrix_vs_python_sets_time": round(t_matrix / t_naive, 4),
+        "audit_scan_vs_walk": round(t_scan / t_walk, 3),
+        "scan_entries": entries,
+        "scan_prefixes": len(profiles),
+    }
+    if args.json:
+        print(json.dumps(figures))
+        return
+    print("baseliner audit benchmark")
+    print(
+        f"cluster {args.envs:,} envs x ~300 pkgs ({big['method']})   {big['seconds']:.1f} s, {big['clusters']} clusters, "
+        f"peak RSS {big['peak_rss_mb']:.0f} MB ({big['input_rss_mb']:.0f} MB of it the fleet itself)"
+    )
+    print(
+        f"10,000 envs: MinHash-LSH {t_lsh:.2f} s vs exact matrix product {t_exact:.2f} s "
+        f"({t_lsh / t_exact:.2f}x), clusters identical: {same}"
+    )
+    print(
+        f"2,000 envs: matrix {t_matrix:.2f} s vs Python sets over all pairs {t_naive:.2f} s (same {naive_pairs} pairs)"
+    )
+    print(
+        f"scan {len(profiles)} prefixes, {entries} entries: inventory+disk {t_scan:.2f} s vs bare scandir+lstat "
+        f"{t_walk:.2f} s   ratio {t_scan / t_walk:.2f}x"
+    )
 
 
 if __name__ == "__main__":

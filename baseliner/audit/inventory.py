@@ -102,16 +102,23 @@ def scan_prefix(prefix: Path) -> EnvProfile:
         profile.last_used = datetime.fromtimestamp(max(st.st_atime for st in stats), timezone.utc)
         profile.modified = datetime.fromtimestamp(max(st.st_mtime for st in stats), timezone.utc)
     records = []
-    for path in sorted(meta.glob("*.json")):
+    try:
+        names = sorted(e.name for e in os.scandir(meta) if e.name.endswith(".json"))
+    except OSError:
+        names = []
+    for name in names:
+        path = os.path.join(meta, name)
         try:
-            records.append(json.loads(path.read_text(errors="replace")))
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                records.append(json.loads(handle.read()))
         except ValueError as exc:
             profile.unreadable.append(f"{path}:{exc.lineno}: not JSON ({exc.msg})")  # type: ignore[attr-defined]
+        except OSError as exc:
+            profile.unreadable.append(f"{path}: {exc.strerror}")
     conda_files: set[str] = set()
     for rec in records:
-        files = [str(f) for f in rec.get("files", [])]
-        conda_files.update(files)
-        size = sum(int(e.get("size_in_bytes") or 0) for e in rec.get("paths_data", {}).get("paths", []))
+        conda_files.update(map(str, rec.get("files", [])))
+        size = sum([int(e.get("size_in_bytes") or 0) for e in rec.get("paths_data", {}).get("paths", [])])
         channel = _channel_of(rec)
         profile.packages.append(
             Package(
@@ -340,18 +347,24 @@ def read_file(path: Path) -> EnvProfile:
     return parse_env_yaml(path, text)
 
 
-def inventory(
-    roots: Iterable[Path] = (), prefixes: Iterable[Path] = (), files: Iterable[Path] = ()
-) -> list[EnvProfile]:
-    """Every environment under `roots` (prefixes found by their conda-meta), plus the given
-    prefixes and exported files."""
+def unique_prefixes(roots: Iterable[Path] = (), prefixes: Iterable[Path] = ()) -> list[Path]:
+    """The prefixes found under `roots` and those given, each real directory once (first path kept)."""
     out = []
     seen: set[str] = set()
     for prefix in [*(p for r in roots for p in find_prefixes(r)), *prefixes]:
         key = os.path.realpath(prefix)
         if key not in seen:
             seen.add(key)
-            out.append(scan_prefix(Path(prefix)))
+            out.append(Path(prefix))
+    return out
+
+
+def inventory(
+    roots: Iterable[Path] = (), prefixes: Iterable[Path] = (), files: Iterable[Path] = ()
+) -> list[EnvProfile]:
+    """Every environment under `roots` (prefixes found by their conda-meta), plus the given
+    prefixes and exported files."""
+    out = [scan_prefix(prefix) for prefix in unique_prefixes(roots, prefixes)]
     out += [read_file(f) for f in files]
     counts: dict[str, int] = {}
     for env in out:  # names must be unique: proposals and reports key on them

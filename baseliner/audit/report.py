@@ -16,7 +16,11 @@ JSON schema (`schema_version` 1):
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +30,7 @@ import numpy as np
 
 from ..artifacts import AuditReport
 from . import disk, findings, similarity
-from .inventory import EnvProfile
+from .inventory import EnvProfile, inventory, unique_prefixes
 from .propose import Proposal, propose
 
 SCHEMA_VERSION = 1
@@ -53,9 +57,40 @@ class Audit:
         return self.clusters.members()
 
 
+def weakest_link(audit: Audit, members: list[int]) -> float | None:
+    """The lowest similarity among a cluster's pairs at or above the threshold (its edges)."""
+    matrix = similarity.similarity_matrix([tokens(audit.envs[i]) for i in members])
+    upper = matrix[np.triu_indices(len(members), 1)]
+    edges = upper[upper >= audit.options.threshold - 1e-9]
+    return round(float(edges.min()), 4) if len(edges) else None
+
+
 def tokens(env: EnvProfile) -> list[str]:
-    """The env's packages as the tokens similarity compares (source, name, version)."""
-    return [p.key for p in env.packages]
+    """The env's packages as the tokens similarity compares (source, name, version).
+
+    Interned: a fleet repeats the same few thousand tokens, and 100,000 envs of fresh copies would
+    hold gigabytes of identical strings."""
+    return [sys.intern(p.key) for p in env.packages]
+
+
+def scan(
+    roots: Sequence[Path] = (),
+    prefixes: Sequence[Path] = (),
+    files: Sequence[Path] = (),
+    caches: Sequence[Path] = (),
+) -> tuple[list[EnvProfile], disk.DiskReport]:
+    """The inventory of every environment and the disk count of them and the caches, side by side.
+
+    Both are bound by one core each (JSON records here, one `lstat` per file there), so the disk
+    count runs in a forked process while this one reads the records."""
+    found = unique_prefixes(roots, prefixes)
+    trees = [*found, *caches]
+    if (os.cpu_count() or 1) < 2:
+        return inventory(prefixes=found, files=files), disk.measure(trees)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        usage = pool.submit(disk.measure, trees)
+        envs = inventory(prefixes=found, files=files)
+        return envs, usage.result()
 
 
 def run_audit(
@@ -64,10 +99,12 @@ def run_audit(
     caches: Sequence[Path] = (),
     expected: Callable[[dict[str, object]], dict[str, str] | None] | None = None,
     now: datetime | None = None,
+    usage: disk.DiskReport | None = None,
 ) -> Audit:
-    """Measure, cluster, check and propose over `envs`: the whole audit in one result."""
-    prefixes = [Path(e.location) for e in envs if e.kind == "prefix"]
-    usage = disk.measure([*prefixes, *caches])
+    """Measure (unless `scan` already did), cluster, check and propose over `envs`: the whole audit."""
+    if usage is None:
+        prefixes = [Path(e.location) for e in envs if e.kind == "prefix"]
+        usage = disk.measure([*prefixes, *caches])
     clusters = similarity.cluster([tokens(e) for e in envs], options.threshold)
     groups = clusters.members()
     found = [
@@ -133,18 +170,13 @@ def as_json(audit: Audit) -> dict[str, Any]:
                 "unreadable": env.unreadable,
             }
         )
-    pair_score = {
-        (int(i), int(j)): float(s)
-        for (i, j), s in zip(audit.clusters.pairs.tolist(), audit.clusters.scores.tolist(), strict=True)
-    }
     clusters = []
     for number, members in enumerate(audit.cluster_members()):
-        scores = [s for (i, j), s in pair_score.items() if i in members and j in members]
         clusters.append(
             {
                 "id": number,
                 "members": [audit.envs[i].name for i in members],
-                "min_similarity": round(min(scores), 4) if scores else None,
+                "min_similarity": weakest_link(audit, members),
             }
         )
     data = {

@@ -26,12 +26,14 @@ def _audit(
     expected: Any = None,
 ) -> Any:
     from ..audit.findings import DEFAULT_NAMING
-    from ..audit.inventory import inventory
-    from ..audit.report import AuditOptions, run_audit
+    from ..audit.report import AuditOptions, run_audit, scan
 
     with console.status("scanning environments"):
-        envs = inventory(
-            [Path(r) for r in roots or []], [Path(p) for p in prefixes or []], [Path(f) for f in files or []]
+        envs, usage = scan(
+            [Path(r) for r in roots or []],
+            [Path(p) for p in prefixes or []],
+            [Path(f) for f in files or []],
+            [Path(c) for c in caches or []],
         )
     if not envs:
         raise BaselinerError(
@@ -39,7 +41,7 @@ def _audit(
         )
     options = AuditOptions(threshold, naming or DEFAULT_NAMING, stale_days, quota)
     with console.status(f"comparing {len(envs)} environments"):
-        return run_audit(envs, options, caches=[Path(c) for c in caches or []], expected=expected)
+        return run_audit(envs, options, expected=expected, usage=usage)
 
 
 def _propose_command(
@@ -212,7 +214,6 @@ def clean(
 ) -> None:
     """Remove stale environments and unreferenced cache packages (a dry run unless --yes)."""
     from ..audit import clean as cleaning
-    from ..audit.inventory import inventory
     from ..cache import wanted_packages
 
     days = cleaning.parse_age(older_than)
@@ -220,6 +221,8 @@ def clean(
     the_store = _store(proj, store)
     published = {name: set(versions) for name, versions in the_store.index()["baselines"].items()}
     wanted = wanted_packages(the_store, overlay_locks=proj.cache_overlay_locks) if cache else {}
+    from ..audit.inventory import inventory
+
     envs = inventory([Path(r) for r in root or []], [Path(p) for p in prefix or []])
     result = cleaning.plan(envs, days, published, [Path(x) for x in cache or []], wanted)
     verb = "removed" if yes else "would remove"

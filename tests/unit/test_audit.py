@@ -6,13 +6,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from datasketch import MinHash
 
+from baseliner.audit import disk, similarity
 from baseliner.audit.inventory import inventory, read_file
 from baseliner.audit.propose import write
-from baseliner.audit.report import AuditOptions, as_json, html, run_audit
+from baseliner.audit.report import AuditOptions, as_json, html, run_audit, scan, tokens
 from baseliner.spec import BaselineRepo
 
 from ..support.fleet import build_fleet
+from ..support.synthetic import synthetic
 
 # Real exports by other people, unchanged (SOURCES.tsv in each folder names where from): kept in
 # the repo so the test runs in every checkout, never skipped.
@@ -147,3 +150,52 @@ def test_proposal_locked_against_the_channel_reproduces_each_member(make_project
         locked = lock_overlay(overlay, base, proposed.mirrors(), proposed.build_dir)
         delta = {(str(r.name.normalized), str(r.version), str(r.build)) for r in locked.records["linux-64"]}
         assert base_set | delta == {(p.name, p.version, p.build) for p in env.conda}, env.name
+
+
+def test_minhash_signatures_are_datasketchs() -> None:
+    """The vectorised signatures equal datasketch's own MinHash.update_batch, row by row."""
+    sets = [["conda:a==1", "conda:b==2", "pip:c==3"], ["conda:b==2"], [], ["pip:c==3", "conda:a==1"] * 2]
+    tokens = similarity.token_matrix(sets)
+    sig = similarity.signatures(tokens)
+    for row, members in enumerate(sets):
+        reference = MinHash(num_perm=similarity.NUM_PERM, seed=similarity.SEED)
+        reference.update_batch([t.encode() for t in members])
+        assert sig[:, row].tolist() == reference.hashvalues.tolist()
+
+
+@pytest.mark.parametrize("exact_limit", [similarity.EXACT_LIMIT, 40], ids=["groups-exact", "buckets"])
+def test_scalable_clusters_equal_the_exact_ones_at_10k(
+    exact_limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    envs = synthetic(10_000)
+    exact = similarity.cluster_exact(envs, 0.9)
+    monkeypatch.setattr(similarity, "EXACT_LIMIT", exact_limit)  # 40: every group goes bucket by bucket
+    scalable = similarity.cluster_lsh(envs, 0.9)
+    assert scalable.method == "minhash-lsh" and len(exact.members()) == 60
+    assert scalable.members() == exact.members()
+    # Plain Python sets agree on a sample of pairs: linked ones share a cluster.
+    sets = [set(e) for e in envs[:300]]
+    for i in range(0, 300, 7):
+        for j in range(i + 1, 300):
+            jaccard = len(sets[i] & sets[j]) / len(sets[i] | sets[j])
+            if jaccard >= 0.9:
+                assert exact.labels[i] == exact.labels[j]
+
+
+def test_lsh_finds_the_fleets_clusters(fleet) -> None:  # type: ignore[no-untyped-def]
+    _, _, audit = fleet
+    sets = [tokens(e) for e in audit.envs]
+    assert similarity.cluster_lsh(sets, 0.75).members() == similarity.cluster_exact(sets, 0.75).members()
+    assert audit.cluster_members()
+
+
+def test_scan_is_inventory_and_disk_side_by_side(tmp_path: Path) -> None:
+    envs_root, cache = build_fleet(tmp_path / "server")
+    envs, usage = scan([envs_root], caches=[cache])
+    alone = inventory(roots=[envs_root])
+    assert [e.location for e in envs] == [e.location for e in alone]
+    assert usage == disk.measure([*(Path(e.location) for e in alone if e.kind == "prefix"), cache])
+    du = subprocess.run(
+        ["du", "-sbc", *(e.location for e in envs), str(cache)], capture_output=True, text=True
+    )
+    assert usage.total == int(du.stdout.splitlines()[-1].split()[0])
