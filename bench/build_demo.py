@@ -4,7 +4,8 @@ Prints, with ratios:
   * environment install (py-rattler from a warm package cache + uv pip lock) vs `cp -al` of the tree;
   * pack time and size: baseliner tar.gz / tar.zst vs conda-pack's defaults vs `tar | zstd -T0`;
   * unpack (verify + safe extract + conda-unpack) vs plain `tar -x`;
-  * a no-op rebuild of `build-baseline demo`.
+  * a no-op rebuild of `build-baseline demo`, in process and from a new process;
+  * the pack's peak RSS, and the env's bytes and entries.
 
 Run `make demo` first (it builds the org channel and locks the demo), then:
     .venv/bin/python bench/build_demo.py [--no-image] [--json]
@@ -43,6 +44,30 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 def sh(cmd: str) -> None:
     subprocess.run(cmd, shell=True, check=True)
+
+
+def pack_peak_rss_mb(env: Path, out: Path) -> float:
+    """Peak RSS of a fresh process that packs `env` (tar.zst, every core): the whole pack's memory."""
+    code = (
+        "import resource, sys; from pathlib import Path; from baseliner.pack import pack_env;"
+        f"pack_env(Path({str(env)!r}), Path({str(out)!r}), 'tar.zst', 4, -1);"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(done.stdout.split()[-1])
+
+
+def tree_size(root: Path) -> tuple[int, int]:
+    """(bytes, entries) of a tree, each inode once, as `du -sb` and `find | wc -l` count them."""
+    seen: set[int] = set()
+    total = files = 0
+    for path in [root, *root.rglob("*")]:
+        st = path.lstat()
+        files += 1
+        if st.st_ino not in seen:
+            seen.add(st.st_ino)
+            total += st.st_size
+    return total, files
 
 
 def main() -> None:
@@ -97,6 +122,8 @@ def main() -> None:
                 )
             )
 
+        peak_rss = pack_peak_rss_mb(env, work / "rss" / "demo.tar.zst")
+        env_bytes, env_files = tree_size(env)
         t_unpack, _ = timed(lambda: unpack(gz.path, work / "unpacked"))  # type: ignore[attr-defined]
         (work / "plain-x").mkdir()
         t_tar, _ = timed(lambda: sh(f"tar -xzf {gz.path} -C {work / 'plain-x'}"))  # type: ignore[attr-defined]
@@ -112,6 +139,11 @@ def main() -> None:
         forced = BuildOptions(image=not args.no_image, force=True)
         t_first, first = timed(lambda: build_baseline(project, "demo", forced))
         t_noop, second = timed(lambda: build_baseline(project, "demo", options))
+        # The no-op as a user meets it: a new process, invoke's start-up and the engine check included.
+        command = [str(ROOT / ".venv" / "bin" / "invoke"), "build-baseline", "demo", "--json"]
+        if args.no_image:
+            command.insert(-1, "--no-image")
+        t_noop_cli, _ = timed(lambda: subprocess.run(command, cwd=ROOT, check=True, capture_output=True))
         rows.append(
             (
                 "build-baseline demo --force (full build)",
@@ -142,24 +174,26 @@ def main() -> None:
             full_build_s=t_first,
             noop_build_s=t_noop,
         )  # type: ignore[attr-defined]
+        rows.append(("  ... from a new process (`invoke build-baseline demo`)", f"{t_noop_cli:.2f} s", ""))
+        rows.append(("pack peak RSS (fresh process)", f"{peak_rss:.0f} MB", f"env {env_bytes / 1e6:.0f} MB"))
         figures.update(
-            install_vs_cp_al=t_install / t_cp,
-            tar_gz_time_vs_conda_pack=t_gz / t_cpk,
-            tar_zst_time_vs_conda_pack=t_zst / t_cpk,
-            tar_zst_size_vs_conda_pack=zst.size / cpk_size,
-            unpack_vs_tar_x=t_unpack / t_tar,
-            noop_vs_full_build=t_noop / max(t_first, 1e-9),
-        )  # type: ignore[attr-defined]
+            pack_gz_time_vs_condapack=t_gz / t_cpk,
+            pack_gz_size_vs_condapack=gz.size / cpk_size,  # type: ignore[attr-defined]
+            pack_zst_time_vs_condapack=t_zst / t_cpk,
+            pack_zst_size_vs_condapack=zst.size / cpk_size,  # type: ignore[attr-defined]
+            pack_zst_time_vs_tar_zstd=t_zst / t_tz,
+            pack_peak_rss_mb=peak_rss,
+            unpack_time_vs_tar=t_unpack / t_tar,
+            install_time_vs_cp_al=t_install / t_cp,
+            noop_rebuild_s=t_noop_cli,
+            noop_rebuild_in_process_s=t_noop,
+            env_bytes=env_bytes,
+            env_files=env_files,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
-        print(
-            json.dumps(
-                {"benchmark": "build_demo", "python": sys.version.split()[0], "figures": figures},
-                indent=2,
-                sort_keys=True,
-            )
-        )
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}))
         return
     width = max(len(r[0]) for r in rows)
     print(f"baseliner build benchmark — demo baseline, python {sys.version.split()[0]}")

@@ -8,12 +8,14 @@ Prints:
   * build time: an overlay build (lock + env + tarballs + image) vs a full baseline build.
 
 Needs `make demo` first (seeded channel, demo built and published, Docker Engine) and PyPI for the
-ten small pip packages the overlays add. Run: .venv/bin/python bench/overlays.py
+ten small pip packages the overlays add. Run: .venv/bin/python bench/overlays.py [--json]
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -65,6 +67,9 @@ def start_registry(data: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print the measured figures as one JSON object")
+    args = parser.parse_args()
     demo_project = Project.load(ROOT)
     store = Store(demo_project.store_location)
     demo = yaml.safe_load((ROOT / "baselines" / "demo.yaml").read_text())
@@ -128,6 +133,17 @@ def main() -> None:
         shared = unique_bytes([ROOT / "build" / "pkgs"])
         ov_t = sum(overlay_times) / len(overlay_times)
         full_t = sum(full_times) / len(full_times)
+        if args.json:
+            figures = {
+                "overlay_registry_bytes_ratio": round(ov_reg / full_reg, 4),
+                "overlay_registry_bytes": ov_reg,
+                "self_contained_registry_bytes": full_reg,
+                "overlay_env_disk_ratio": round(ov_disk / full_disk, 4),
+                "overlay_build_time_vs_full": round(ov_t / full_t, 4),
+                "overlays": len(overlay_tags),
+            }
+            print(json.dumps(figures))
+            return
         print("baseliner overlay benchmark — 10 overlays on demo@2026.11 (one small pip package each)")
         print(
             f"registry bytes   overlays (base once + 10 deltas) {ov_reg / 1e6:8.1f} MB   self-contained x10 {full_reg / 1e6:8.1f} MB   ratio {ov_reg / full_reg:.3f}"
