@@ -25,6 +25,7 @@ from pathlib import Path
 
 import conda_pack
 
+from baseliner.audit import disk
 from baseliner.build import BuildOptions, build_baseline
 from baseliner.channels import resolve_channels
 from baseliner.condapkg import FIXED_MTIME
@@ -58,16 +59,8 @@ def pack_peak_rss_mb(env: Path, out: Path) -> float:
 
 
 def tree_size(root: Path) -> tuple[int, int]:
-    """(bytes, entries) of a tree, each inode once, as `du -sb` and `find | wc -l` count them."""
-    seen: set[int] = set()
-    total = files = 0
-    for path in [root, *root.rglob("*")]:
-        st = path.lstat()
-        files += 1
-        if st.st_ino not in seen:
-            seen.add(st.st_ino)
-            total += st.st_size
-    return total, files
+    """(bytes, entries) of a tree: bytes as the audit counts them (each inode once, == `du -sb`)."""
+    return disk.measure([root]).total, 1 + sum(1 for _ in root.rglob("*"))
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain
 
 import numpy as np
@@ -65,8 +66,9 @@ class Tokens:
     matrix: csr_matrix
     vocabulary: list[str]
 
-    @property
+    @cached_property
     def sizes(self) -> np.ndarray:
+        """Each set's size (read in every bucket check: computed once)."""
         return np.diff(self.matrix.indptr).astype(np.float32)
 
 
@@ -248,15 +250,13 @@ def cluster_lsh(token_sets: Sequence[Sequence[str]], threshold: float = 0.9) -> 
     buckets = _buckets(signatures(tokens), *banding(threshold))
     edges_a, edges_b = [], []
     for bucket in buckets:  # every member to its bucket's first member, in each band
-        order = np.argsort(bucket, kind="stable")
-        starts = np.flatnonzero(np.r_[True, np.diff(bucket[order]) != 0])
-        edges_a.append(np.repeat(order[starts], np.diff(np.r_[starts, n])))
+        order, starts, counts = _runs(bucket)
+        edges_a.append(np.repeat(order[starts], counts))
         edges_b.append(order)
     a, b = np.concatenate(edges_a), np.concatenate(edges_b)
     _, group = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
     forest = _Forest(n)
-    order = np.argsort(group, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
+    order, starts, _ = _runs(group)
     for rows in np.split(order, starts[1:]):
         if len(rows) < 2:
             continue
@@ -268,6 +268,13 @@ def cluster_lsh(token_sets: Sequence[Sequence[str]], threshold: float = 0.9) -> 
     forest.compress()
     _, labels = np.unique(forest.parent, return_inverse=True)
     return Clusters(labels, "minhash-lsh")
+
+
+def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices sorted by key (stable), where each run of equal keys starts in that order, and its length."""
+    order = np.argsort(keys, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(keys[order]) != 0])
+    return order, starts, np.diff(np.r_[starts, len(keys)])
 
 
 def _buckets(sig: np.ndarray, bands: int, width: int) -> list[np.ndarray]:
@@ -285,11 +292,10 @@ def _verify_buckets(
     """Link a large candidate group through its buckets, checking every pair that would join two
     components: first each member against its bucket's first member (all buckets at once), then the
     buckets still mixed, all their pairs at once when small, else with `_check_bucket`."""
-    n, sizes = len(rows), tokens.sizes
+    sizes = tokens.sizes
     for bucket in buckets:
-        order = rows[np.argsort(bucket, kind="stable")]
-        starts = np.flatnonzero(np.r_[True, np.diff(np.sort(bucket)) != 0])
-        counts = np.diff(np.r_[starts, n])
+        local, starts, counts = _runs(bucket)
+        order = rows[local]
         first = np.repeat(order[starts], counts)  # each member's first member
         for attempt in ("star", "pairs"):
             forest.compress()
