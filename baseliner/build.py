@@ -15,6 +15,7 @@ therefore does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -113,7 +114,25 @@ def tarball_fresh(paths: BuildPaths, key: str) -> bool:
     manifest = _read_manifest(paths.manifest)
     if not manifest or manifest.get("build_key") != key or not paths.tarball.is_file():
         return False
-    return bool(manifest.get("tarball", {}).get("sha256") == sha256_file(paths.tarball))
+    return bool(manifest.get("tarball", {}).get("sha256") == tarball_sha256(paths))
+
+
+def tarball_sha256(paths: BuildPaths) -> str:
+    """The tarball's sha256, remembered with its inode, size, mtime and ctime, as git's index
+    remembers a file: any write to the file changes its ctime, so while those four match, the
+    digest is the file's, and a no-op rebuild does not read the whole tarball again."""
+    st = paths.tarball.stat()
+    stamp = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    path = paths.project.build_dir / "stamps" / f"{paths.tarball.name}.json"
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        known = json.loads(path.read_text())
+        if known["stat"] == stamp and isinstance(known["sha256"], str):
+            return str(known["sha256"])
+    digest = sha256_file(paths.tarball)
+    with contextlib.suppress(OSError):  # only a cache: a build dir that cannot hold it just hashes again
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"stat": stamp, "sha256": digest})
+    return digest
 
 
 def _tool_versions() -> dict[str, str]:

@@ -1,10 +1,11 @@
 """Packing environments with conda-pack, checksums, and safe unpacking.
 
-conda-pack writes a plain tar (prefix records, `conda-unpack`, shebang rewriting are all its own);
-baseliner then streams it once through a normaliser (every member's mtime set to one fixed time,
-owner root) into the compressor, so the same environment always packs to the same bytes:
+conda-pack's Packer decides what goes in and how (prefix records, `conda-unpack`, shebang
+rewriting are all its own); each member it adds goes, normalised (one fixed mtime, owner root),
+through a streaming tar writer straight into the compressor, so the same environment always packs
+to the same bytes:
 
-* `tar.gz` (default): gzip with a zero header mtime, one thread;
+* `tar.gz` (default): gzip with a zero header mtime, zlib-ng on every core (`gzipblocks`);
 * `tar.zst`: zstandard with `threads` workers (-1: every core). conda-pack's own zstd writer
   ignores the compression level and thread count, and its writers stamp the files it adds itself
   (`bin/conda-unpack`'s helper) with the current time, which is why they are not used.
@@ -29,12 +30,13 @@ import tarfile
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from .atomic import Report, silent, write_atomic
 from .concurrency import claim, owner_is_dead, release, scratch
 from .condapkg import FIXED_MTIME
 from .errors import PackError, first_few, is_disk_full
+from .gzipblocks import GzipBlocksWriter
 from .yamlsource import control_characters
 
 # The file every baseliner environment carries (name, version, platform, lock hash).
@@ -93,21 +95,13 @@ def pack_env(
     return PackResult(output, write_checksum(output), output.stat().st_size)
 
 
-def _isal_level(level: int) -> int:
-    """ISA-L has levels 0-3: zlib's 1-2 are about its 1, 3 its 2, and 4 and up its 3."""
-    return 1 if level <= 2 else 2 if level == 3 else 3
-
-
 @contextlib.contextmanager
 def _compressor(out: IO[bytes], fmt: Format, level: int, threads: int) -> Iterator[IO[bytes]]:
     if fmt == "tar.gz":
-        # Blocks compressed in parallel into one gzip member; the bytes depend on the input and
-        # the level only (not on the thread count or the time: mtime 0, no file name).
-        from isal import igzip_threaded
-
-        workers = (os.cpu_count() or 1) if threads < 1 else threads
-        with igzip_threaded.open(out, "wb", compresslevel=_isal_level(level), threads=workers) as gz:
-            yield gz
+        # zlib-ng on every core, in blocks that join into one gzip member: the bytes depend on the
+        # input and the level only (not on the thread count or the time: mtime 0, no file name).
+        with GzipBlocksWriter(out, level, threads) as gz:
+            yield gz  # type: ignore[misc]
     else:
         import zstandard
 
@@ -116,13 +110,111 @@ def _compressor(out: IO[bytes], fmt: Format, level: int, threads: int) -> Iterat
             yield zst
 
 
-def _normalised(member: tarfile.TarInfo) -> tarfile.TarInfo:
-    """The same member with a fixed mtime and root ownership: the bytes depend on content only."""
-    member.mtime = FIXED_MTIME
-    member.uid = member.gid = 0
-    member.uname = member.gname = ""
-    member.pax_headers = {}
-    return member
+_FLUSH = 1 << 20  # bytes gathered before one write into the compressor
+_HEADER_TAIL = b"ustar\x0000" + tarfile.NUL * (32 + 32 + 8 + 8 + 155 + 12)
+
+
+def _fast_header(name: str, mode: int, size: int, kind: bytes, linkname: str) -> bytes | None:
+    """The ustar header `TarInfo.tobuf(PAX_FORMAT)` writes for a member with mtime FIXED_MTIME and
+    owner root, when it needs no pax record (ASCII names of at most 100 bytes); None otherwise.
+    The same bytes, built in one pass instead of tarfile's field-by-field checks (tested against
+    tarfile member by member)."""
+    if kind == tarfile.DIRTYPE and not name.endswith("/"):
+        name += "/"
+    if not (name.isascii() and linkname.isascii() and len(name) <= 100 and len(linkname) <= 100):
+        return None
+    if size >= 8**11:
+        return None
+    head = b"".join(
+        (
+            name.encode().ljust(100, tarfile.NUL),
+            b"%07o\0" % (mode & 0o7777),
+            b"0000000\x000000000\x00",
+            b"%011o\0" % size,
+            b"%011o\0" % FIXED_MTIME,
+            b"        ",
+            kind,
+            linkname.encode().ljust(100, tarfile.NUL),
+            _HEADER_TAIL,
+        )
+    )
+    return head[:148] + b"%06o\0" % sum(head) + head[155:]
+
+
+class _TarWriter:
+    """A tar stream of normalised members (mtime FIXED_MTIME, owner root, no pax extras), written
+    straight into `out` in blocks of about 1 MiB. The bytes are those `tarfile` writes (headers in
+    PAX format, by `TarInfo.tobuf` whenever a name needs a pax record); what is left out is
+    `TarFile.add`'s per-member cost (owner-name lookups, copies of every TarInfo, a list of all
+    members, 10 KiB writes), which made the Python side the pack's bottleneck.
+
+    A file whose inode was already written (a hardlink inside the env) becomes a hardlink member,
+    as tarfile writes it."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out, self.offset, self.pending = out, 0, bytearray()
+        self.linked: dict[tuple[int, int], str] = {}  # inodes with several links -> first name
+
+    def _write(self, data: bytes) -> None:
+        self.pending += data
+        self.offset += len(data)
+        if len(self.pending) >= _FLUSH:
+            self.out.write(self.pending)
+            self.pending = bytearray()
+
+    def add(self, source: str, target: str, data: bytes | None = None) -> None:
+        st = os.lstat(source)
+        kind, size, linkname = tarfile.REGTYPE, 0, ""
+        if stat.S_ISDIR(st.st_mode):
+            kind = tarfile.DIRTYPE
+        elif stat.S_ISLNK(st.st_mode):
+            kind, linkname = tarfile.SYMTYPE, os.readlink(source)
+        elif not stat.S_ISREG(st.st_mode):
+            raise PackError(f"cannot pack {source}: not a file, directory or symlink")
+        elif data is not None:
+            size = len(data)
+        elif st.st_nlink > 1 and (st.st_dev, st.st_ino) in self.linked:
+            kind, linkname = tarfile.LNKTYPE, self.linked[st.st_dev, st.st_ino]
+        else:
+            if st.st_nlink > 1:
+                self.linked[st.st_dev, st.st_ino] = target
+            size = st.st_size
+        mode = stat.S_IMODE(st.st_mode)
+        header = _fast_header(target, mode, size, kind, linkname)
+        if header is None:
+            info = tarfile.TarInfo(target)
+            info.mode, info.size, info.type, info.linkname, info.mtime = (
+                mode,
+                size,
+                kind,
+                linkname,
+                FIXED_MTIME,
+            )
+            header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        self._write(header)
+        if data is not None:
+            self._write(data)
+        elif size:
+            self._copy(source, size)
+        if size % tarfile.BLOCKSIZE:
+            self._write(tarfile.NUL * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE))
+
+    def _copy(self, source: str, size: int) -> None:
+        with open(source, "rb", buffering=0) as fh:
+            left = size
+            while left:
+                block = fh.read(min(left, _FLUSH))
+                if not block:
+                    raise PackError(f"{source} shrank while it was packed", hint="build again")
+                self._write(block)
+                left -= len(block)
+
+    def close(self) -> None:
+        """The end of the archive, as tarfile writes it: two zero blocks, padded to a record."""
+        self._write(tarfile.NUL * (tarfile.BLOCKSIZE * 2))
+        self._write(tarfile.NUL * (-self.offset % tarfile.RECORDSIZE))
+        self.out.write(self.pending)
+        self.pending = bytearray()
 
 
 def _conda_pack(prefix: Path, stream: IO[bytes], only: Collection[str] | None) -> None:
@@ -134,27 +226,26 @@ def _conda_pack(prefix: Path, stream: IO[bytes], only: Collection[str] | None) -
     class Archive(ArchiveBase):
         """conda-pack's archive interface over a streaming tar of normalised members."""
 
-        def __init__(self, tar: tarfile.TarFile) -> None:
+        def __init__(self, tar: _TarWriter) -> None:
             self.arcroot, self.tar = "", tar
 
         def _add(self, source: str, target: str) -> None:
-            self.tar.add(source, target, recursive=False, filter=_normalised)
+            self.tar.add(source, target)
 
         def _add_bytes(self, source: str, data: bytes, target: str) -> None:
-            member = _normalised(self.tar.gettarinfo(source, target))
-            member.size = len(data)
-            self.tar.addfile(member, io.BytesIO(data))
+            self.tar.add(source, target, data)
 
     try:
         env = conda_pack.CondaEnv.from_prefix(str(prefix))
         if only is not None:
             wanted = set(only)
             env = conda_pack.CondaEnv(env.prefix, [f for f in env.files if f.target in wanted])
-        with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            packer = Packer(env.prefix, Archive(tar))
-            for file in env.files:
-                packer.add(file)
-            packer.finish()
+        tar = _TarWriter(stream)
+        packer = Packer(env.prefix, Archive(tar))
+        for file in env.files:
+            packer.add(file)
+        packer.finish()
+        tar.close()
     except conda_pack.CondaPackException as exc:
         raise PackError(
             f"conda-pack refused {prefix}",
@@ -167,27 +258,54 @@ def _conda_pack(prefix: Path, stream: IO[bytes], only: Collection[str] | None) -
 # --- unpacking -------------------------------------------------------------------------------
 
 
+class _Hashing(io.RawIOBase):
+    """A file read through a sha256: the checksum comes from the same read as the extraction."""
+
+    def __init__(self, raw: IO[bytes], digest: Any) -> None:
+        self.raw, self.digest = raw, digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+        if count:
+            self.digest.update(memoryview(buffer)[:count])
+        return count or 0
+
+    def drain(self) -> None:
+        """Hash the rest of the file (the padding after the archive's end, a corrupt tail)."""
+        while block := self.raw.read(1 << 20):
+            self.digest.update(block)
+
+
 @contextlib.contextmanager
-def open_tarball(path: Path) -> Iterator[tarfile.TarFile]:
-    """Open a .tar.gz / .tar.zst / .tar for sequential reading."""
+def open_tarball(path: Path, digest: Any = None) -> Iterator[tarfile.TarFile]:
+    """Open a .tar.gz / .tar.zst / .tar for sequential reading. With `digest` (a hashlib object),
+    every byte of the file goes through it, to the end, once the block ends."""
     name = path.name
-    if name.endswith((".tar.zst", ".tzst")):
-        import zstandard
+    with path.open("rb", buffering=0) as plain:
+        raw = _Hashing(plain, digest) if digest is not None else plain
+        source: IO[bytes] = io.BufferedReader(raw, 1 << 20)
+        if name.endswith((".tar.zst", ".tzst")):
+            import zstandard
 
-        with (
-            path.open("rb") as raw,
-            zstandard.ZstdDecompressor().stream_reader(raw) as stream,
-            tarfile.open(fileobj=stream, mode="r|") as tar,
-        ):
-            yield tar
-    elif name.endswith((".tar.gz", ".tgz")):
-        from isal import igzip  # ISA-L's gunzip: the same bytes out as zlib's, faster
+            with (
+                zstandard.ZstdDecompressor().stream_reader(source, closefd=False) as stream,
+                tarfile.open(fileobj=stream, mode="r|") as tar,
+            ):
+                yield tar
+        elif name.endswith((".tar.gz", ".tgz")):
+            from isal import igzip  # ISA-L's gunzip: the same bytes out as zlib's, faster
 
-        with igzip.open(path, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            yield tar
-    else:
-        with tarfile.open(path, mode="r|") as tar:
-            yield tar
+            with igzip.open(source, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+                yield tar
+        else:
+            with tarfile.open(fileobj=source, mode="r|") as tar:
+                yield tar
+        if isinstance(raw, _Hashing):
+            while source.read(1 << 20):  # what the buffer holds, then the rest of the file
+                pass
 
 
 def _escapes(base: PurePosixPath, target: str) -> bool:
@@ -230,8 +348,8 @@ def member_problems(member: tarfile.TarInfo) -> list[str]:
     return problems
 
 
-def verify_checksum(tarball: Path) -> str:
-    """Check a tarball against the `.sha256` file beside it; returns the digest."""
+def expected_checksum(tarball: Path) -> str:
+    """The sha256 the `.sha256` file next to `tarball` names."""
     side = tarball.with_name(tarball.name + ".sha256")
     if not side.is_file():
         raise PackError(
@@ -239,75 +357,65 @@ def verify_checksum(tarball: Path) -> str:
             details=[f"expected {side}"],
             hint="copy the .sha256 file with the tarball (or pass --no-verify if you checked it another way)",
         )
-    expected = side.read_text().split()[0] if side.read_text().split() else ""
+    words = side.read_text().split()
+    return words[0] if words else ""
+
+
+def _mismatch(tarball: Path, expected: str, actual: str) -> PackError:
+    return PackError(
+        f"checksum mismatch for {tarball.name}",
+        details=[f"expected {expected}", f"actual   {actual}"],
+        hint="the tarball is corrupt or was altered; copy it again",
+    )
+
+
+def verify_checksum(tarball: Path) -> str:
+    """Check a tarball against the `.sha256` file beside it; returns the digest."""
+    expected = expected_checksum(tarball)
     actual = sha256_file(tarball)
     if actual != expected:
-        raise PackError(
-            f"checksum mismatch for {tarball.name}",
-            details=[f"expected {expected}", f"actual   {actual}"],
-            hint="the tarball is corrupt or was altered; copy it again",
-        )
+        raise _mismatch(tarball, expected, actual)
     return actual
 
 
 def unpack(
     tarball: Path, dest: Path, verify: bool = True, run_conda_unpack: bool = True, report: Report = silent
 ) -> Path:
-    """Verify, check every member, extract to `dest` (which must not exist or be empty), conda-unpack."""
+    """Verify, check every member, extract to `dest` (which must not exist or be empty), conda-unpack.
+
+    One read of the archive: each member is checked as its header arrives and extracted into a
+    scratch directory next to `dest`, while the file's sha256 is computed from the same bytes.
+    Only when every member was safe and the checksum matched is the scratch renamed to `dest`;
+    otherwise it is removed, with any directories the unpack created for it."""
     if not tarball.is_file():
         raise PackError(f"tarball {str(tarball)!r} does not exist")
-    if verify:
-        report(f"verifying sha256 of {tarball.name}")
-        verify_checksum(tarball)
+    expected = expected_checksum(tarball) if verify else None
     dest = dest.absolute()
     if owner_is_dead(dest):  # a killed unpack renamed it into place before conda-unpack finished
         report(f"removing {dest}: an unpack into it was interrupted")
         shutil.rmtree(dest)
-    problems: list[str] = []
-    marker: bytes | None = None
-    try:
-        with open_tarball(tarball) as tar:
-            for member in tar:
-                problems += member_problems(member)
-                if member.name == ENV_MARKER and member.isreg() and (fh := tar.extractfile(member)):
-                    marker = fh.read()
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise PackError(f"cannot read {tarball.name}: {exc}", hint="the tarball may be truncated") from exc
-    if problems:
-        raise PackError(
-            f"refusing to unpack {tarball.name}: {len(problems)} unsafe member(s)",
-            details=first_few(problems, 5),
-            detail_limit=6,
-            hint="the archive was not made by baseliner/conda-pack or was tampered with",
-        )
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        if (
-            marker is not None
-            and (dest / ENV_MARKER).is_file()
-            and (dest / ENV_MARKER).read_bytes() == marker
-        ):
+        if _holds(dest, tarball, verify):
             report(f"{dest} already holds this environment")  # a finished unpack: running it again is a no-op
             return dest
         raise PackError(f"destination {str(dest)!r} exists and is not empty", hint="choose a new directory")
-    with scratch(dest.parent, f"unpack-{dest.name}") as tmp:
-        env = tmp / "env"
-        env.mkdir()
-        report(f"extracting into {dest}")
-        try:
-            with open_tarball(tarball) as tar:
-                tar.extractall(env, filter="data")
-        except (tarfile.TarError, OSError, KeyError, RecursionError) as exc:  # KeyError: a link to no member
-            if isinstance(exc, OSError) and is_disk_full(exc):
-                raise
-            raise PackError(
-                f"cannot extract {tarball.name}: {type(exc).__name__}: {str(exc)[:200]}",
-                hint="the archive was not made by baseliner/conda-pack or was tampered with",
-            ) from None
-        # The owner file travels with the env: until conda-unpack is done, DEST is unfinished.
-        owner = claim(env)
-        if dest.exists():
-            dest.rmdir()
-        env.rename(dest)
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
+    try:
+        with scratch(dest.parent, f"unpack-{dest.name}") as tmp:
+            env = tmp / "env"
+            env.mkdir()
+            report(f"extracting into {dest}" + (", verifying its sha256 on the way" if verify else ""))
+            _extract_checked(tarball, env, expected)
+            # The owner file travels with the env: until conda-unpack is done, DEST is unfinished.
+            owner = claim(env)
+            if dest.exists():
+                dest.rmdir()
+            env.rename(dest)
+    except BaseException:
+        for directory in created:  # innermost first; only while they are empty
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
     try:
         if run_conda_unpack:
             conda_unpack(dest, report)
@@ -317,6 +425,64 @@ def unpack(
     finally:
         release(dest, owner)
     return dest
+
+
+def _extract_checked(tarball: Path, env: Path, expected: str | None) -> None:
+    """Extract `tarball` into `env`, member by member as the headers arrive, refusing the archive
+    at the first unsafe member (the rest is read to name them all, and not extracted); with
+    `expected`, the file's sha256 must equal it."""
+    digest = hashlib.sha256() if expected is not None else None
+    problems: list[str] = []
+
+    def safe(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+        for member in tar:
+            problems.extend(member_problems(member))
+            if not problems:
+                yield member
+
+    try:
+        with open_tarball(tarball, digest) as tar:
+            tar.extractall(env, members=safe(tar), filter="data")
+    except (
+        tarfile.TarError,
+        OSError,
+        KeyError,
+        RecursionError,
+        EOFError,
+    ) as exc:  # KeyError: a link to no member
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            raise
+        if expected is not None and (actual := sha256_file(tarball)) != expected:
+            raise _mismatch(tarball, expected, actual) from None  # the likelier cause: say that
+        raise PackError(
+            f"cannot extract {tarball.name}: {type(exc).__name__}: {str(exc)[:200]}",
+            hint="the archive was not made by baseliner/conda-pack or was tampered with (or is truncated)",
+        ) from None
+    if digest is not None and expected is not None and digest.hexdigest() != expected:
+        raise _mismatch(tarball, expected, digest.hexdigest())
+    if problems:
+        raise PackError(
+            f"refusing to unpack {tarball.name}: {len(problems)} unsafe member(s)",
+            details=first_few(problems, 5),
+            detail_limit=6,
+            hint="the archive was not made by baseliner/conda-pack or was tampered with",
+        )
+
+
+def _holds(dest: Path, tarball: Path, verify: bool) -> bool:
+    """Whether `dest` is a finished unpack of `tarball` (the same environment marker)."""
+    if not (dest / ENV_MARKER).is_file():
+        return False
+    if verify:
+        verify_checksum(tarball)
+    try:
+        with open_tarball(tarball) as tar:
+            for member in tar:
+                if member.name == ENV_MARKER and member.isreg() and (fh := tar.extractfile(member)):
+                    return fh.read() == (dest / ENV_MARKER).read_bytes()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise PackError(f"cannot read {tarball.name}: {exc}", hint="the tarball may be truncated") from exc
+    return False
 
 
 def conda_unpack(prefix: Path, report: Report = silent) -> None:

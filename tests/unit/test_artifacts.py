@@ -108,3 +108,21 @@ def test_baseliner_schema_prints_each_models_json_schema() -> None:
         out = subprocess.run([baseliner, "schema", name], capture_output=True, text=True, check=True)
         schema = json.loads(out.stdout)
         assert schema["title"] == model.__name__ and schema["additionalProperties"] is False
+
+
+def test_a_tarball_changed_in_place_is_rebuilt_though_its_digest_is_remembered(published) -> None:  # type: ignore[no-untyped-def]
+    """The no-op check remembers the tarball's sha256 by inode, size, mtime and ctime: a byte
+    changed in place, with the size and mtime put back, still makes the next build repack."""
+    import os
+
+    project, _, result = published
+    again = build_baseline(project, "art", BuildOptions(image=False))
+    assert not again.rebuilt and (project.build_dir / "stamps" / f"{result.tarball.name}.json").is_file()
+    before = result.tarball.stat()
+    with result.tarball.open("r+b") as fh:
+        fh.seek(before.st_size // 2)
+        byte = fh.read(1)
+        fh.seek(before.st_size // 2)
+        fh.write(bytes([byte[0] ^ 1]))
+    os.utime(result.tarball, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert build_baseline(project, "art", BuildOptions(image=False)).rebuilt

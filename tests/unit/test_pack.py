@@ -138,3 +138,87 @@ def test_unpack_refuses_a_non_empty_destination(built: tuple[Path, Path], tmp_pa
     assert (tmp_path / "dest" / "keep.txt").read_text() == "mine"
     shutil.rmtree(tmp_path / "dest")
     assert os.path.isdir(unpack(packed.path, tmp_path / "dest"))
+
+
+def test_the_archive_holds_what_conda_pack_itself_writes(built: tuple[Path, Path], tmp_path: Path) -> None:
+    """Our streaming writer against conda-pack's own `tarfile` archive of the same env: the same
+    members in the same order, with the same types, modes, link targets and bytes. Only the
+    normalised fields (mtime, owner) may differ."""
+    import conda_pack
+
+    _, prefix = built
+    ours = pack_env(prefix, tmp_path / "ours.tar.gz", "tar.gz", 4, 2).path
+    theirs = tmp_path / "theirs.tar"
+    conda_pack.pack(prefix=str(prefix), output=str(theirs), format="tar", verbose=False)
+
+    def members(path: Path) -> list[tuple[str, bytes, int, str, int, bytes]]:
+        with tarfile.open(path) as tar:
+            return [
+                (m.name, m.type, m.mode, m.linkname, m.size, tar.extractfile(m).read() if m.isreg() else b"")  # type: ignore[union-attr]
+                for m in tar
+            ]
+
+    mine, reference = members(ours), members(theirs)
+    assert len(mine) > 40 and any(m[1] == tarfile.SYMTYPE for m in mine)
+    assert [m[0] for m in mine] == [m[0] for m in reference]
+    assert mine == reference
+    with tarfile.open(ours) as tar:
+        assert {(m.mtime, m.uid, m.gid, m.uname, m.gname) for m in tar} == {(FIXED_MTIME, 0, 0, "", "")}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bin/python",
+        "lib/",
+        "x" * 100,
+        "x" * 101,
+        "lib/python3.11/site-packages/" + "a" * 80 + "/__init__.py",
+        "share/naïve.txt",
+    ],
+)
+@pytest.mark.parametrize(
+    "kind,linkname",
+    [
+        (tarfile.REGTYPE, ""),
+        (tarfile.DIRTYPE, ""),
+        (tarfile.SYMTYPE, "../lib/x"),
+        (tarfile.LNKTYPE, "bin/python"),
+    ],
+)
+def test_fast_headers_are_tarfiles(name: str, kind: bytes, linkname: str) -> None:
+    from baseliner.pack import _fast_header
+
+    size = 12345 if kind == tarfile.REGTYPE else 0
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode, info.size, info.mtime = kind, linkname, 0o755, size, FIXED_MTIME
+    expected = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    fast = _fast_header(name, 0o100755, size, kind, linkname)
+    if len(expected) > tarfile.BLOCKSIZE:  # a pax record is needed: the fast path declines
+        assert fast is None
+    else:
+        assert fast == expected
+
+
+@pytest.mark.parametrize("length", [0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) + 5])
+def test_block_gzip_is_gzip_and_the_same_on_any_thread_count(length: int) -> None:
+    import gzip
+    import random
+
+    from baseliner.gzipblocks import GzipBlocksWriter
+
+    rng = random.Random(length)
+    words = [bytes(rng.choices(b"abcdefgh", k=rng.randint(1, 9))) for _ in range(500)]
+    data = b" ".join(rng.choices(words, k=length // 4 + 1))[:length]
+    outputs = []
+    for threads in (1, 2, 3):
+        out = io.BytesIO()
+        with GzipBlocksWriter(out, 4, threads) as gz:
+            for start in range(0, length, 70_001):  # writes that do not fall on block boundaries
+                gz.write(data[start : start + 70_001])
+        outputs.append(out.getvalue())
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert gzip.decompress(outputs[0]) == data
+    assert outputs[0][4:8] == b"\0\0\0\0"  # no mtime in the header
+    if length > 1 << 20:
+        assert len(outputs[0]) < length / 2  # the blocks are primed: they still compress as one
