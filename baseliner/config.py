@@ -11,7 +11,7 @@ Relative paths are relative to the directory holding the config. Every key is op
     pip_index_url: https://pypi.org/simple
     package_cache: build/pkgs
     dist: dist
-    store: dist/store                       # artifact store: a directory or http(s) URL
+    store: dist/store                       # artifact store: a directory, file:/// or http(s) URL
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """The artifact store: published baselines, each version with its manifest, lock, tarball and SBOM.
 
-A store is a directory (e.g. shared storage) or an `http(s)://` URL serving one (read-only).
+A store is a directory (e.g. shared storage; also as a `file:///` URL) or an `http(s)://` URL
+serving one (read-only). Any other scheme is refused, naming the supported ones: a store given
+as a URL is never taken as a relative directory path.
 
     STORE/index.json                        every published NAME -> VERSION -> summary
     STORE/NAME/VERSION/manifest.json        what `build-baseline` wrote (+ publication details)
@@ -25,8 +27,10 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,21 +47,48 @@ from .sbom import sbom_json
 INDEX_VERSION = 1
 
 
+# A store named with a scheme is used by that scheme, never taken as a directory called `oci:`.
+SCHEMES = {"file": "a directory (file:///abs/path)", "http": "read-only", "https": "read-only"}
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
 @dataclass(frozen=True)
 class Store:
-    """A store at a directory path or an HTTP URL."""
+    """A store at a directory path (or `file://` URL), or an `http(s)://` URL serving one."""
 
     location: str
 
+    def __post_init__(self) -> None:
+        match = _SCHEME.match(self.location)
+        if match is None:
+            return
+        scheme = match.group(1).lower()
+        supported = [f"{name}:// ({what})" for name, what in SCHEMES.items()] + ["a plain directory path"]
+        if scheme not in SCHEMES:
+            raise StoreError(
+                f"store {self.location!r}: {scheme}:// stores are not supported",
+                details=[f"supported: {', '.join(supported)}"],
+                hint="give a directory or an http(s) URL with --store, or as `store:` in baseliner.yaml",
+            )
+        if scheme == "file":
+            parsed = urllib.parse.urlsplit(self.location)
+            if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+                raise StoreError(
+                    f"store {self.location!r}: a file:// URL names an absolute path",
+                    hint="write file:///abs/path (three slashes), or give the directory itself",
+                )
+
     @property
     def is_remote(self) -> bool:
-        return self.location.startswith(("http://", "https://"))
+        return self.location.lower().startswith(("http://", "https://"))
 
     @property
     def path(self) -> Path:
         if self.is_remote:
             raise StoreError(f"store {self.location!r} is read-only over HTTP", hint="publish to a directory")
-        return Path(self.location.removeprefix("file://"))
+        if self.location.lower().startswith("file://"):
+            return Path(urllib.request.url2pathname(urllib.parse.urlsplit(self.location).path))
+        return Path(self.location)
 
     def read_bytes(self, rel: str) -> bytes:
         if self.is_remote:

@@ -112,15 +112,35 @@ def unpack(c: Context, tarball: str, dest: str, no_verify: bool = False) -> None
         "name": "baseline to publish (built first with build-baseline)",
         "store": "artifact store directory (default: `store` in baseliner.yaml)",
         "registry": "push the image tags to HOST[:PORT]/ORG and record the digest",
+        "platform": "the platform built (default linux-64)",
     },
 )
 @_user_errors
-def publish(c: Context, name: str, store: str = "", registry: str = "") -> None:
+def publish(c: Context, name: str, store: str = "", registry: str = "", platform: str = "linux-64") -> None:
     """Publish a built baseline (manifest, tarball, locks, SBOM, image digest) to the store."""
     from ..publish import publish_baseline
 
     proj = project(c)
-    entry = publish_baseline(proj, name, _store(proj, store), registry or None, _report)
+    entry = publish_baseline(proj, name, _store(proj, store), registry or None, _report, platform)
     console.print(f"[green]published[/green] {name} -> {store or proj.store_location}")
     if entry.get("image") and entry["image"].get("digest"):
         console.print(f"image    {entry['image']['digest']}")
+
+
+@task(
+    name="ci-matrix",
+    help={
+        "format": "github (a JSON matrix per level) or gitlab (a child pipeline)",
+        "store": "the store each job publishes to (default: `store` in baseliner.yaml)",
+        "registry": "push each job's image to HOST[:PORT]/ORG",
+    },
+)
+@_user_errors
+def ci_matrix(c: Context, format: str = "github", store: str = "", registry: str = "") -> None:
+    """Print the CI build matrix: every baseline x platform, parents' level before children's."""
+    from ..cimatrix import levels, render
+    from ..errors import BaselinerError
+
+    if format not in ("github", "gitlab"):
+        raise BaselinerError(f"unknown --format {format!r}", hint="use --format github or --format gitlab")
+    print(render(levels(project(c).repo(), store, registry), format))  # type: ignore[arg-type]

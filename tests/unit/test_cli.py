@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from baseliner import __version__
@@ -147,3 +148,30 @@ def test_an_overlay_spec_error_names_the_overlay_and_a_command_that_checks_it(
     )
     assert again.returncode == SpecError.exit_code and "overlay 'proj-x' is invalid" in again.stderr
     _no_traceback(ran.err + again.stderr)
+
+
+def test_a_store_url_is_used_by_its_scheme_or_refused_never_taken_as_a_path(
+    make_project: MakeProject,
+) -> None:
+    from baseliner.errors import StoreError
+    from baseliner.store import Store
+
+    project = make_project({"one": spec("one")})
+    ran = baseliner(project.root, "publish", "one", "--store", "oci://127.0.0.1:5000/org")
+    assert ran.code == StoreError.exit_code, ran.text
+    assert "oci:// stores are not supported" in ran.text and "file://" in ran.text and "https://" in ran.text
+    _no_traceback(ran.text)
+    assert not (project.root / "oci:").exists()
+    config = project.root / "baseliner.yaml"
+    config.write_text(config.read_text() + "store: s3://bucket/baselines\n")
+    ran = baseliner(project.root, "publish", "one")
+    assert ran.code == StoreError.exit_code and "s3:// stores are not supported" in ran.text, ran.text
+    assert not (project.root / "s3:").exists()
+
+    assert Store("file:///srv/store").path == Path("/srv/store")
+    assert Store("file://localhost/srv/store").path == Path("/srv/store")
+    assert Store("FILE:///srv/my%20store").path == Path("/srv/my store")
+    assert Store("HTTPS://example.org/store").is_remote
+    assert Store("dist/store").path == Path("dist/store")
+    with pytest.raises(StoreError, match="names an absolute path"):
+        Store("file://dist/store")
