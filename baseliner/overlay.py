@@ -51,7 +51,7 @@ from .spec import (
     read_source,
     validate_model,
 )
-from .store import Store
+from .store import ArtifactStore
 
 if TYPE_CHECKING:
     from .engine import RepoDataRecord
@@ -113,7 +113,7 @@ class Base:
     lock: Path
     pip_locks: dict[str, Path]
     manifest: dict[str, Any] | None
-    store: Store | None
+    store: ArtifactStore | None
 
     @property
     def ref(self) -> str:
@@ -124,14 +124,16 @@ class Base:
         return {p.name: p.version for p in parse_pip_lock(path.read_text())} if path else {}
 
 
-def resolve_base(overlay: Overlay, store: Store | None, work: Path) -> Base:
+def resolve_base(overlay: Overlay, store: ArtifactStore | None, work: Path) -> Base:
     """Find the base named by the overlay's `extends:` and copy its lock files under `work`."""
     return resolve_base_ref(
         overlay.spec.extends, store, work, overlay.path.parent, f"overlay {overlay.spec.name!r}"
     )
 
 
-def resolve_base_ref(extends: str, store: Store | None, work: Path, relative_to: Path, who: str) -> Base:
+def resolve_base_ref(
+    extends: str, store: ArtifactStore | None, work: Path, relative_to: Path, who: str
+) -> Base:
     """The base `extends` names — NAME@VERSION in `store`, or a path (relative to `relative_to`) to a
     lock or a build manifest — with its lock files copied under `work`; `who` names the asker."""
     if "@" in extends and not extends.endswith((".lock", ".json")):

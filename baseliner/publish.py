@@ -8,27 +8,34 @@ from typing import Any
 
 from .atomic import Report, silent, write_json_atomic
 from .build import BuildPaths
+from .concurrency import scratch
 from .config import Project
 from .errors import ImageError
 from .lock import lock_files
-from .store import Store, publish, published_entry
+from .store import ArtifactStore, Store, assemble, publish, published_entry
 
 
 def publish_baseline(
     project: Project,
     name: str,
-    store: Store,
+    store: ArtifactStore,
     registry: str | None = None,
     report: Report = silent,
     platform: str = "linux-64",
 ) -> dict[str, Any]:
     """Push the image tags to `registry` (HOST[:PORT]/ORG) when given, then publish to `store`.
 
-    A version already published with other content is refused before anything is pushed, and so
-    is a registry tag that already points to another image."""
+    A registry store (`oci://HOST/ORG`) takes the image beside the bundle (HOST/ORG/NAME), and the
+    SBOM is attached to the pushed image digest. A version already published with other content
+    is refused before anything is pushed, and so is a registry tag that already points to another
+    image."""
+    from .registry import OciStore
+
     baseline = project.repo().resolve(name)
     paths = BuildPaths(project, baseline, platform)
     manifest_path = paths.manifest
+    if isinstance(store, OciStore) and not registry and json.loads(manifest_path.read_text()).get("image"):
+        registry = store.registry  # the image goes beside its bundle
     published_entry(store, json.loads(manifest_path.read_text()))  # refuse a changed version early
     if registry:
         from . import images
@@ -62,4 +69,21 @@ def publish_baseline(
         ).items():
             (k8s_dir / name).write_bytes(data)
             extra.append(k8s_dir / name)
-    return publish(store, manifest_path, [*lock_files(Path(baseline.path)), *extra])
+    locks = [*lock_files(Path(baseline.path)), *extra]
+    if isinstance(store, Store):
+        return publish(store, manifest_path, locks)
+    assert isinstance(store, OciStore)
+    existing = published_entry(store, json.loads(manifest_path.read_text()))
+    if existing is not None:  # the same content is already there: a no-op
+        return existing
+    with scratch(project.build_dir, f"bundle-{baseline.name}-{baseline.version}") as tmp:
+        staging = tmp / "version"
+        staging.mkdir()
+        published = assemble(manifest_path, locks, staging)
+        store.push_bundle(baseline.name, baseline.version, staging, report)
+        digest = (published.get("image") or {}).get("digest") or ""
+        if "@sha256:" in digest:
+            store.attach_sbom(baseline.name, digest.split("@", 1)[1], staging / "sbom.cdx.json", report)
+    entry = store.entry(baseline.name, baseline.version)
+    assert entry is not None
+    return entry

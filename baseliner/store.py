@@ -35,7 +35,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .artifacts import Manifest, StoreIndex, load, read
 from .atomic import write_atomic, write_json_atomic
@@ -44,11 +44,19 @@ from .errors import StoreError
 from .pack import sha256_file
 from .sbom import sbom_json
 
+if TYPE_CHECKING:
+    from .registry import OciStore
+
 INDEX_VERSION = 1
 
 
 # A store named with a scheme is used by that scheme, never taken as a directory called `oci:`.
-SCHEMES = {"file": "a directory (file:///abs/path)", "http": "read-only", "https": "read-only"}
+SCHEMES = {
+    "file": "a directory (file:///abs/path)",
+    "http": "read-only",
+    "https": "read-only",
+    "oci": "a registry: oci://HOST[:PORT]/ORG",
+}
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
@@ -64,6 +72,8 @@ class Store:
             return
         scheme = match.group(1).lower()
         supported = [f"{name}:// ({what})" for name, what in SCHEMES.items()] + ["a plain directory path"]
+        if scheme == "oci":
+            raise StoreError(f"store {self.location!r} is a registry", hint="open it with store.open_store()")
         if scheme not in SCHEMES:
             raise StoreError(
                 f"store {self.location!r}: {scheme}:// stores are not supported",
@@ -131,6 +141,11 @@ class Store:
         where = f"{self.location.rstrip('/')}/index.json"
         return load(StoreIndex, self.read_bytes("index.json"), where).model_dump(mode="json")
 
+    def entry(self, name: str, version: str) -> dict[str, Any] | None:
+        """The index entry of NAME@VERSION (lock hash, tarball sha256, image), None if unpublished."""
+        found: dict[str, Any] | None = self.index()["baselines"].get(name, {}).get(version)
+        return found
+
     def manifest(self, name: str, version: str) -> dict[str, Any]:
         entries = self.index()["baselines"].get(name, {})
         if version not in entries:
@@ -161,6 +176,31 @@ class Store:
         return write_atomic(dest, data)
 
 
+class ArtifactStore(Protocol):
+    """What builds, overlays and drift read from a store, whatever holds it."""
+
+    @property
+    def location(self) -> str: ...
+
+    def entry(self, name: str, version: str) -> dict[str, Any] | None: ...
+
+    def manifest(self, name: str, version: str) -> dict[str, Any]: ...
+
+    def fetch(self, name: str, version: str, filename: str, dest: Path) -> Path: ...
+
+    def index(self) -> dict[str, Any]: ...
+
+
+def open_store(location: str) -> Store | OciStore:
+    """The store at `location`: a registry for `oci://HOST[:PORT]/ORG`, else a directory or an
+    http(s) URL (`Store`, which refuses any other scheme)."""
+    if location.lower().startswith("oci://"):
+        from .registry import OciStore
+
+        return OciStore(location)
+    return Store(location)
+
+
 @contextlib.contextmanager
 def _index_lock(root: Path) -> Iterator[None]:
     root.mkdir(parents=True, exist_ok=True)
@@ -176,12 +216,12 @@ def _digest(image: dict[str, Any] | None) -> str | None:
     return (image or {}).get("digest") or None
 
 
-def published_entry(store: Store, manifest: dict[str, Any]) -> dict[str, Any] | None:
+def published_entry(store: ArtifactStore, manifest: dict[str, Any]) -> dict[str, Any] | None:
     """The store's entry for the manifest's NAME@VERSION when it holds the same content (publishing
     again is a no-op); None when the version is not published or may take this manifest (it only
     adds an image digest). Other content under a published version is a StoreError."""
     name, version = manifest["name"], manifest["version"]
-    entry: dict[str, Any] | None = store.index()["baselines"].get(name, {}).get(version)
+    entry = store.entry(name, version)
     if entry is None:
         return None
     old_digest, new_digest = _digest(entry.get("image")), _digest(manifest.get("image"))
@@ -204,35 +244,46 @@ def published_entry(store: Store, manifest: dict[str, Any]) -> dict[str, Any] | 
     return entry if old_digest == new_digest or not new_digest else None
 
 
-def publish(store: Store, manifest_path: Path, lock_files: list[Path]) -> dict[str, Any]:
-    """Publish a built baseline (its manifest, tarball, locks, SBOM) into `store`; returns the entry.
-
-    Identical content already published is a no-op; other content under its version is refused."""
-    root = store.path
+def assemble(manifest_path: Path, lock_files: list[Path], staging: Path) -> dict[str, Any]:
+    """Write a version's files into `staging`: the tarball and its .sha256, `lock_files`, the SBOM
+    and manifest.json (the build manifest with every file's sha256); returns that manifest."""
     out_dir = manifest_path.parent
     manifest = read(Manifest, manifest_path).model_dump(mode="json")
     name, version = manifest["name"], manifest["version"]
-    existing = published_entry(store, manifest)
-    if existing is not None:
-        return existing
     tarball = out_dir / manifest["tarball"]["name"]
     if not tarball.is_file() or sha256_file(tarball) != manifest["tarball"]["sha256"]:
         raise StoreError(
             f"the built tarball of {name} {version} is missing or changed",
             hint=f"run `invoke build-baseline {name}` first",
         )
+    files = [tarball, tarball.with_name(tarball.name + ".sha256"), *lock_files]
+    for path in files:
+        if path.stat().st_dev == staging.stat().st_dev:
+            os.link(path, staging / path.name)
+        else:
+            shutil.copy2(path, staging / path.name)
+    (staging / "sbom.cdx.json").write_text(sbom_json(manifest))
+    published = dict(manifest)
+    published["files"] = {p.name: sha256_file(staging / p.name) for p in sorted(staging.iterdir())}
+    (staging / "manifest.json").write_text(json.dumps(published, indent=2, sort_keys=True) + "\n")
+    return published
+
+
+def publish(store: Store, manifest_path: Path, lock_files: list[Path]) -> dict[str, Any]:
+    """Publish a built baseline (its manifest, tarball, locks, SBOM) into `store`; returns the entry.
+
+    Identical content already published is a no-op; other content under its version is refused."""
+    root = store.path
+    manifest = read(Manifest, manifest_path).model_dump(mode="json")
+    name, version = manifest["name"], manifest["version"]
+    existing = published_entry(store, manifest)
+    if existing is not None:
+        return existing
+    root.mkdir(parents=True, exist_ok=True)
     with scratch(root, f"publish-{name}-{version}") as tmp:
         staging = tmp / "version"
         staging.mkdir()
-        files = [tarball, tarball.with_name(tarball.name + ".sha256"), *lock_files]
-        for path in files:
-            os.link(
-                path, staging / path.name
-            ) if path.stat().st_dev == staging.stat().st_dev else shutil.copy2(path, staging / path.name)
-        (staging / "sbom.cdx.json").write_text(sbom_json(manifest))
-        published = dict(manifest)
-        published["files"] = {p.name: sha256_file(staging / p.name) for p in sorted(staging.iterdir())}
-        (staging / "manifest.json").write_text(json.dumps(published, indent=2, sort_keys=True) + "\n")
+        assemble(manifest_path, lock_files, staging)
         target = root / name / version
         target.parent.mkdir(parents=True, exist_ok=True)
         with _index_lock(root):
@@ -253,3 +304,25 @@ def publish(store: Store, manifest_path: Path, lock_files: list[Path]) -> dict[s
             index["baselines"].setdefault(name, {})[version] = entry
             write_json_atomic(root / "index.json", index)
     return entry
+
+
+def pull(store: ArtifactStore, ref: str, dest: Path) -> list[Path]:
+    """Download NAME@VERSION's tarball and its .sha256 into `dest`, checked, ready for `unpack`.
+
+    Only those two files are read. Each lands under a scratch name renamed into place: a killed
+    pull leaves no half-written file, and the next one starts again (its scratch swept)."""
+    from .pack import verify_checksum
+
+    name, _, version = ref.partition("@")
+    if not name or not version:
+        raise StoreError(
+            f"{ref!r} is not NAME@VERSION", hint="e.g. `baseliner pull demo@2026.12 --store oci://HOST/ORG`"
+        )
+    manifest = store.manifest(name, version)
+    tarball = manifest["tarball"]["name"]
+    dest.mkdir(parents=True, exist_ok=True)
+    checksum = store.fetch(name, version, f"{tarball}.sha256", dest / f"{tarball}.sha256")
+    path = store.fetch(name, version, tarball, dest / tarball)
+    if verify_checksum(path) != manifest["tarball"]["sha256"]:
+        raise StoreError(f"{tarball} does not match the sha256 its manifest names", hint="pull again")
+    return [path, checksum]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from invoke import Collection
 
 from .audit import _propose_command, audit, clean, dedupe, export_env_task, propose
-from .build import base_image, build_all, build_baseline_task, ci_matrix, publish, unpack
+from .build import base_image, build_all, build_baseline_task, ci_matrix, publish, pull, unpack
 from .cache import cache
 from .overlays import build_overlay_task, drift, lock_overlay_task
 from .specs import channel, lock, render, schema, seed_channel, validate
@@ -27,6 +27,7 @@ namespace = Collection(
     build_all,
     unpack,
     publish,
+    pull,
     ci_matrix,
     lock_overlay_task,
     build_overlay_task,

@@ -55,9 +55,9 @@ def _emit_json(data: object) -> None:
 
 
 def _store(proj: Project, store: str) -> Any:
-    from ..store import Store
+    from ..store import open_store
 
-    return Store(store or proj.store_location)
+    return open_store(store or proj.store_location)
 
 
 def _print_build(result: BuildResult) -> None:

@@ -144,3 +144,23 @@ def ci_matrix(c: Context, format: str = "github", store: str = "", registry: str
     if format not in ("github", "gitlab"):
         raise BaselinerError(f"unknown --format {format!r}", hint="use --format github or --format gitlab")
     print(render(levels(project(c).repo(), store, registry), format))  # type: ignore[arg-type]
+
+
+@task(
+    positional=["ref"],
+    help={
+        "ref": "NAME@VERSION of a published baseline",
+        "store": "the store to pull from, e.g. oci://HOST[:PORT]/ORG (default: `store` in baseliner.yaml)",
+        "dest": "directory the tarball and its .sha256 go to (default: the current one)",
+    },
+)
+@_user_errors
+def pull(c: Context, ref: str, store: str = "", dest: str = ".") -> None:
+    """Download a published tarball and its checksum, verified, for `baseliner unpack` offline."""
+    from ..store import pull as pull_files
+
+    proj = project(c)
+    with console.status(f"pulling {ref}"):
+        tarball, _ = pull_files(_store(proj, store), ref, Path(dest))
+    console.print(f"[green]ok[/green] {tarball} (and its .sha256)")
+    console.print(f"next: baseliner unpack {tarball} DEST")

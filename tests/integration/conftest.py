@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,13 +60,15 @@ def _remove_new(client: Any, images_before: set[str], volumes_before: set[str]) 
                 volume.remove(force=True)
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[str]:
-    """Debian's docker-registry (the CNCF distribution registry) on 127.0.0.1, own config."""
+@contextlib.contextmanager
+def serve_registry(root: Path, htpasswd: Path | None = None) -> Iterator[str]:
+    """Debian's docker-registry (the CNCF distribution registry) on 127.0.0.1, with its own config
+    (and HTTP Basic auth from `htpasswd` when given); yields HOST:PORT."""
     import shutil
     import socket
     import subprocess
     import time
+    import urllib.error
     import urllib.request
 
     binary = shutil.which("docker-registry")
@@ -74,12 +77,12 @@ def registry(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> It
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    root = tmp_path_factory.mktemp("registry")
+    auth = f"auth:\n  htpasswd:\n    realm: baseliner-test\n    path: {htpasswd}\n" if htpasswd else ""
     config = root / "config.yml"
     config.write_text(
         "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
         f"    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n{auth}"
     )
     proc = subprocess.Popen(
         [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -89,6 +92,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> It
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
                 break
+            except urllib.error.HTTPError:  # 401: up, and asking for credentials
+                break
             except OSError:
                 time.sleep(0.1)
         else:
@@ -97,6 +102,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> It
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[str]:
+    """An anonymous local registry for the session."""
+    with serve_registry(tmp_path_factory.mktemp("registry")) as host:
+        yield host
 
 
 @pytest.fixture(scope="session")

@@ -315,3 +315,36 @@ def test_killed_publishes_heal_and_the_store_is_whole(built_rel: Project, tmp_pa
         project, argv, duration, lambda: subprocess.run(["rm", "-rf", str(store)], check=True), check
     )
     print(f"\npublish: {HEAL_TRIALS} kills, leftovers before healing: {seen or 'none'}")
+
+
+def test_killed_pulls_from_a_registry_leave_no_half_written_file(
+    built_rel: Project, tmp_path: Path, registry: str
+) -> None:
+    project = built_rel
+    location = f"oci://{registry}/org"
+    _finish([BASELINER, "publish", "rel", "--store", location], project)
+    dest = tmp_path / "pulled"
+    argv = [BASELINER, "pull", "rel@1.0", "--store", location, "--dest", str(dest)]
+    duration = _finish(argv, project)
+    tarball = dest / "rel-1.0-linux-64.tar.gz"
+    reference = _sha(tarball)
+
+    def check() -> None:
+        assert _ours(dest) == []
+        assert sorted(p.name for p in dest.iterdir()) == [tarball.name, f"{tarball.name}.sha256"]
+        assert _sha(tarball) == reference
+
+    killed = 0
+    for seed in range(HEAL_TRIALS):
+        subprocess.run(["rm", "-rf", str(dest)], check=True)
+        proc = _run(argv, project, start_new_session=True)
+        time.sleep(random.Random(seed).uniform(0.02, duration))
+        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.wait() != 0:
+            killed += 1
+            # what the killed pull left at its final names is whole: absent, or the published bytes
+            if tarball.exists():
+                assert _sha(tarball) == reference
+            _finish(argv, project)  # the next pull sweeps the scratch and succeeds
+        check()
+    print(f"\npull: {HEAL_TRIALS} trials, {killed} killed before the end")

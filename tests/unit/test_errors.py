@@ -1,5 +1,5 @@
 """One error hierarchy, each class its own exit code, as the README's table says, and the CLI
-exits with it (no traceback); one boundary per engine (only engine.py imports rattler, only pypi.py uv)."""
+exits with it (no traceback); one boundary per engine (only engine.py imports rattler, only pypi.py uv, only registry.py oras)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ def test_the_cli_exits_with_the_errors_code_and_no_traceback(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(
-    ("engine", "boundary"), [("rattler", "baseliner/engine.py"), ("uv", "baseliner/pypi.py")]
+    ("engine", "boundary"),
+    [("rattler", "baseliner/engine.py"), ("uv", "baseliner/pypi.py"), ("oras", "baseliner/registry.py")],
 )
 def test_each_engine_is_imported_by_its_boundary_module_alone(engine: str, boundary: str) -> None:
     import ast
