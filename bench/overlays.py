@@ -104,7 +104,12 @@ def main() -> None:
             )
             (proj / "overlay.yaml").write_text(
                 yaml.safe_dump(
-                    {"schema_version": 1, "name": f"ovl-{i}", "extends": "demo@2026.11", "pip": [extra]}
+                    {
+                        "schema_version": 1,
+                        "name": f"ovl-{i}",
+                        "extends": f"demo@{demo['version']}",
+                        "pip": [extra],
+                    }
                 )
             )
             project = Project.load(proj)
@@ -122,7 +127,7 @@ def main() -> None:
         p1, addr_ov = start_registry(reg_ov)
         p2, addr_full = start_registry(reg_full)
         procs += [p1, p2]
-        base_tag = store.manifest("demo", "2026.11")["image"]["tags"][0]
+        base_tag = store.manifest("demo", demo["version"])["image"]["tags"][0]
         images.push(client, base_tag, f"{addr_ov}/org/demo", "base")
         for i, tag in enumerate(overlay_tags):
             images.push(client, tag, f"{addr_ov}/org/ovl-{i}", "1")
@@ -144,7 +149,9 @@ def main() -> None:
             }
             print(json.dumps(figures))
             return
-        print("baseliner overlay benchmark — 10 overlays on demo@2026.11 (one small pip package each)")
+        print(
+            f"baseliner overlay benchmark — 10 overlays on demo@{demo['version']} (one small pip package each)"
+        )
         print(
             f"registry bytes   overlays (base once + 10 deltas) {ov_reg / 1e6:8.1f} MB   self-contained x10 {full_reg / 1e6:8.1f} MB   ratio {ov_reg / full_reg:.3f}"
         )
