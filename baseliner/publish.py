@@ -10,7 +10,7 @@ from .atomic import Report, silent, write_json_atomic
 from .build import BuildPaths
 from .concurrency import scratch
 from .config import Project
-from .errors import ImageError
+from .errors import ImageError, StoreError
 from .lock import lock_files
 from .store import ArtifactStore, Store, assemble, publish, published_entry
 
@@ -34,6 +34,11 @@ def publish_baseline(
     baseline = project.repo().resolve(name)
     paths = BuildPaths(project, baseline, platform)
     manifest_path = paths.manifest
+    if not manifest_path.is_file():
+        raise StoreError(
+            f"{name} {baseline.version} ({platform}) is not built: no {manifest_path}",
+            hint=f"run `invoke build-baseline {name} --platform {platform}` first",
+        )
     if isinstance(store, OciStore) and not registry and json.loads(manifest_path.read_text()).get("image"):
         registry = store.registry  # the image goes beside its bundle
     published_entry(store, json.loads(manifest_path.read_text()))  # refuse a changed version early

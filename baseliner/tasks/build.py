@@ -156,7 +156,7 @@ def ci_matrix(c: Context, format: str = "github", store: str = "", registry: str
 )
 @_user_errors
 def pull(c: Context, ref: str, store: str = "", dest: str = ".") -> None:
-    """Download a published tarball and its checksum, verified, for `baseliner unpack` offline."""
+    """Download a published tarball and its checksum, verified, ready to unpack offline."""
     from ..store import pull as pull_files
 
     proj = project(c)

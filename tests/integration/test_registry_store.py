@@ -96,7 +96,9 @@ def test_published_to_a_registry_an_overlay_builds_from_it_with_nothing_local(
     env = unpack(dest / tarball, tmp_path / "env")
     assert subprocess.run([env / "bin" / "python", "-c", "import tinyutil, hello_noarch"]).returncode == 0
     # drift reads the base's lock from the registry too: the unpacked env is the baseline exactly
-    ran = baseliner(project.root, "drift", str(env), "--baseline", f"{name}@1.0", "--store", location, "--json")
+    ran = baseliner(
+        project.root, "drift", str(env), "--baseline", f"{name}@1.0", "--store", location, "--json"
+    )
     assert ran.code == 0, ran.text
     assert json.loads(ran.out)["clean"] is True
 

@@ -157,11 +157,15 @@ def test_a_store_url_is_used_by_its_scheme_or_refused_never_taken_as_a_path(
     from baseliner.store import Store
 
     project = make_project({"one": spec("one")})
-    ran = baseliner(project.root, "publish", "one", "--store", "oci://127.0.0.1:5000/org")
-    assert ran.code == StoreError.exit_code, ran.text
-    assert "oci:// stores are not supported" in ran.text and "file://" in ran.text and "https://" in ran.text
+    ran = baseliner(project.root, "publish", "one", "--store", "oci://127.0.0.1:9/org")
+    assert ran.code == StoreError.exit_code, ran.text  # taken as a registry: the baseline is not built yet
+    assert "one 1.0 (linux-64) is not built" in ran.text and "invoke build-baseline one" in ran.text
     _no_traceback(ran.text)
     assert not (project.root / "oci:").exists()
+    ran = baseliner(project.root, "publish", "one", "--store", "ftp://host/store")
+    assert ran.code == StoreError.exit_code and "ftp:// stores are not supported" in ran.text, ran.text
+    assert "file://" in ran.text and "https://" in ran.text and "oci://" in ran.text
+    _no_traceback(ran.text)
     config = project.root / "baseliner.yaml"
     config.write_text(config.read_text() + "store: s3://bucket/baselines\n")
     ran = baseliner(project.root, "publish", "one")
