@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -145,9 +144,11 @@ class OciStore:
 
     def manifest(self, name: str, version: str) -> dict[str, Any]:
         """The published build manifest of NAME@VERSION, its blob checked against its digest."""
-        with tempfile.TemporaryDirectory(prefix="baseliner-oci-") as tmp:
-            path = self._download(name, version, "manifest.json", Path(tmp) / "manifest.json")
-            data = path.read_bytes()
+        layer = self._layers(name, version).get("manifest.json")
+        if layer is None:
+            raise StoreError(f"{self.bundle(name, version)} has no manifest.json", hint="publish it again")
+        with self._client() as client:
+            data = _blob(client, self.repository(name), layer, "manifest.json")
         return load(Manifest, data, f"{self.bundle(name, version)} manifest.json").model_dump(mode="json")
 
     def fetch(self, name: str, version: str, filename: str, dest: Path) -> Path:
@@ -298,7 +299,7 @@ class OciStore:
 
     def read_blob(self, name: str, ref: str, title: str) -> bytes:
         """The layer titled `title` of the artifact `ref` (a tag or digest) in NAME's repository."""
-        with self._client() as client, tempfile.TemporaryDirectory(prefix="baseliner-oci-") as tmp:
+        with self._client() as client:
             sep = "@" if ref.startswith("sha256:") else ":"
             found = _get_manifest(
                 client, f"{self.repository(name)}{sep}{ref}", self.location, absent_ok=False
@@ -306,11 +307,7 @@ class OciStore:
             assert found is not None
             for layer in found.data.get("layers", []):
                 if layer.get("annotations", {}).get(TITLE) == title:
-                    out = Path(tmp) / "blob"
-                    client.download_blob(self.repository(name), layer["digest"], str(out))
-                    if "sha256:" + sha256_file(out) != layer["digest"]:
-                        raise StoreError(f"{title} of {ref} does not match its digest")
-                    return out.read_bytes()
+                    return _blob(client, self.repository(name), layer, title)
         raise StoreError(f"{ref} in {self.repository(name)} has no layer {title!r}")
 
     @contextmanager
@@ -379,6 +376,22 @@ def _get_manifest(
         )
     body = response.content
     return Fetched(json.loads(body), "sha256:" + hashlib.sha256(body).hexdigest(), len(body))
+
+
+def _blob(client: Any, repository: str, layer: dict[str, Any], title: str) -> bytes:
+    """A small layer's bytes, read into memory (no temporary file to leave behind if killed) and
+    checked against its digest."""
+    response = client.get_blob(repository, layer["digest"])
+    if response.status_code != 200:
+        raise StoreError(f"reading {title} from {repository} failed: HTTP {response.status_code}")
+    data: bytes = response.content
+    if "sha256:" + hashlib.sha256(data).hexdigest() != layer["digest"]:
+        raise StoreError(
+            f"{title} in {repository} does not match its digest",
+            details=[f"expected {layer['digest']}"],
+            hint="the registry is corrupt, or the download was damaged; try again",
+        )
+    return data
 
 
 def _checked(call: Any, what: str) -> Any:

@@ -334,6 +334,12 @@ def test_killed_pulls_from_a_registry_leave_no_half_written_file(
         assert sorted(p.name for p in dest.iterdir()) == [tarball.name, f"{tarball.name}.sha256"]
         assert _sha(tarball) == reference
 
+    import tempfile
+
+    def temp_leftovers() -> set[str]:
+        return {p.name for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith("baseliner")}
+
+    before = temp_leftovers()
     killed = 0
     for seed in range(HEAL_TRIALS):
         subprocess.run(["rm", "-rf", str(dest)], check=True)
@@ -347,4 +353,5 @@ def test_killed_pulls_from_a_registry_leave_no_half_written_file(
                 assert _sha(tarball) == reference
             _finish(argv, project)  # the next pull sweeps the scratch and succeeds
         check()
+    assert temp_leftovers() == before  # nothing left in /tmp by the killed pulls either
     print(f"\npull: {HEAL_TRIALS} trials, {killed} killed before the end")
