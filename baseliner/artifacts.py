@@ -157,6 +157,16 @@ class OverlayMarker(ArtifactModel):
     platform: str
 
 
+class ConsolidationJournal(ArtifactModel):
+    """One environment `consolidate` swapped or installed (`PARENT/.baseliner-undo/NAME.json`).
+    It is done when `path` holds the directory whose inode is `staged_inode`."""
+
+    schema_version: Literal[1]
+    kind: Literal["member", "baseline"]
+    path: str
+    staged_inode: int
+
+
 class AuditEnv(ArtifactModel):
     name: str
     location: str

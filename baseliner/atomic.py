@@ -38,3 +38,16 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
 def write_json_atomic(path: Path, data: Any) -> Path:
     """Sorted keys, two-space indent, final newline: the same data gives the same bytes."""
     return write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap two paths on one filesystem in one step (Linux `renameat2(RENAME_EXCHANGE)`): a reader
+    or a kill sees both before or both after, never one of them missing."""
+    import ctypes
+    import os
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"cannot exchange {a} and {b}: {os.strerror(code)}", str(a))

@@ -178,6 +178,13 @@ class DiskFullError(BaselinerError):
     exit_code = 18
 
 
+class ConsolidateError(BaselinerError):
+    """A cluster cannot be consolidated (packages missing, environments in use, a check failed);
+    no environment was swapped for it."""
+
+    exit_code = 19
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """Whether `exc`, or an exception it was raised from, is an OSError with errno ENOSPC."""
     import errno

@@ -191,7 +191,12 @@ def canonicalise(records: list[RepoDataRecord], refs: Sequence[ChannelRef]) -> l
 
 def explicit_text(baseline: Baseline, platform: str, records: list[RepoDataRecord]) -> str:
     """The `@EXPLICIT` file for `platform`: package URLs with md5, in install order."""
-    lines = [header(baseline).rstrip("\n"), f"# platform: {platform}", "@EXPLICIT"]
+    return explicit_file(header(baseline).rstrip("\n"), platform, records)
+
+
+def explicit_file(head: str, platform: str, records: Sequence[RepoDataRecord]) -> str:
+    """An `@EXPLICIT` file under the comment lines `head`: URL#md5 per package, dependencies first."""
+    lines = [head, f"# platform: {platform}", "@EXPLICIT"]
     by_name = {str(r.name.normalized): r for r in records}
     ordered = engine.topological(records)
     for record in (by_name[str(r.name.normalized)] for r in ordered):

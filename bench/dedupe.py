@@ -1,4 +1,5 @@
-"""`dedupe` vs `jdupes -L` on the same fleet, in one run (a script, not a test).
+"""`dedupe` vs `jdupes -L` on the same fleet, and `consolidate` on a third copy of it, in one run
+(a script, not a test).
 
 The fleet: copies of the realistic `demo` environment (120+ conda packages, as `make demo`
 builds it) made the way servers get them (`cp -a`, so no file is shared with the cache or with
@@ -7,6 +8,9 @@ from. The fleet is copied once more, so each tool gets its own identical fleet. 
 
 * ours: `baseliner dedupe --root ENVS --cache PKGS --yes`;
 * jdupes: `jdupes -r -L -q ENVS PKGS` (hardlink every set of identical files).
+
+* consolidate: `baseliner consolidate --cluster 0 --root ENVS --cache PKGS --yes`, then
+  `--finish`; its bytes freed against the audit's prediction.
 
 Bytes freed are `du -sb` before minus after. jdupes' freed inodes are sorted by what baseliner
 knows about them: safe to link (every path a recorded, unchanged, non-placeholder file), or not,
@@ -92,6 +96,28 @@ def classify(envs: Path, pkgs: Path) -> dict[str, str]:
     return why
 
 
+def consolidate(envs: Path, pkgs: Path, out: Path) -> dict[str, float]:
+    """`consolidate --yes` then `--finish` of the fleet's one cluster: bytes freed, measured."""
+    before = du(envs, pkgs)
+    start = time.perf_counter()
+    args = ["--cluster", "0", "--root", str(envs), "--cache", str(pkgs), "--out", str(out)]
+    done = subprocess.run(
+        [BASELINER, "consolidate", *args, "--yes", "--json"], capture_output=True, text=True, check=True
+    )
+    subprocess.run(
+        [BASELINER, "consolidate", "--root", str(envs), "--finish"], capture_output=True, check=True
+    )
+    seconds = time.perf_counter() - start
+    freed = before - du(envs, pkgs)
+    predicted = json.loads(done.stdout)["predicted_freed_bytes"]
+    return {
+        "consolidate_bytes_freed": freed,
+        "consolidate_predicted_bytes": predicted,
+        "consolidate_vs_prediction": round(freed / max(predicted, 1), 4),
+        "consolidate_seconds": round(seconds, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--copies", type=int, default=3)
@@ -105,6 +131,8 @@ def main() -> None:
         ours_root, theirs_root = Path(tmp) / "ours", Path(tmp) / "jdupes"
         envs, pkgs = make_fleet(ours_root, env, cache, args.copies)
         subprocess.run(["cp", "-a", str(ours_root), str(theirs_root)], check=True)
+        cons_root = Path(tmp) / "consolidate"
+        subprocess.run(["cp", "-a", str(ours_root), str(cons_root)], check=True)
         j_envs, j_pkgs = theirs_root / "envs", theirs_root / "pkgs"
         fleet_bytes = du(envs, pkgs)
 
@@ -142,7 +170,9 @@ def main() -> None:
             if kept and any(why.get(p) != "safe" for p in kept[2]):
                 reasons.add("linked onto a file that is not safe to link (e.g. one no package records)")
             freed_by["safe" if reasons == {"safe"} else min(reasons - {"safe"}, key=REASONS.index)] += size
+        consolidated = consolidate(cons_root / "envs", cons_root / "pkgs", Path(tmp) / "proposal")
     result = {
+        **consolidated,
         "fleet_bytes": fleet_bytes,
         "copies": args.copies,
         "dedupe_freed_bytes": freed_ours,
@@ -168,6 +198,10 @@ def main() -> None:
     print(f"jdupes -L         freed {freed_jdupes / mb:8.1f} MB in {t_jdupes:6.2f} s, of which:")
     for kind, size in sorted(freed_by.items(), key=lambda kv: -kv[1]):
         print(f"    {size / mb:8.1f} MB  {kind}")
+    print(
+        f"baseliner consolidate freed {result['consolidate_bytes_freed'] / mb:8.1f} MB in "
+        f"{result['consolidate_seconds']:6.2f} s (the audit predicted {result['consolidate_predicted_bytes'] / mb:.1f} MB)"
+    )
     print(
         f"ratios: bytes vs jdupes' safe {result['dedupe_bytes_vs_jdupes']:.3f}x, "
         f"vs all it linked {result['dedupe_bytes_vs_jdupes_all']:.3f}x; time {result['dedupe_time_vs_jdupes']:.2f}x"

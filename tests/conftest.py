@@ -106,8 +106,11 @@ def copy_data(tmp_path: Path) -> Callable[[str], Path]:
     return copy
 
 
-def install_baseline(project: Project, name: str, env_name: str | None = None) -> Path:
-    """Lock `name` (if stale) and install it under project/build/envs; returns the prefix."""
+def install_baseline(
+    project: Project, name: str, env_name: str | None = None, target: Path | None = None
+) -> Path:
+    """Lock `name` (if stale) and install it at `target` (default: under project/build/envs);
+    returns the prefix."""
     from baseliner.channels import resolve_channels
     from baseliner.envs import install_env
     from baseliner.lock import lock_baseline, read_lock, stale_reason
@@ -116,7 +119,7 @@ def install_baseline(project: Project, name: str, env_name: str | None = None) -
     if stale_reason(baseline):
         lock_baseline(baseline, project.mirrors(), project.build_dir, project.config.pip_index_url)
     refs = resolve_channels(baseline.channels, project.mirrors(), baseline.path.parent)
-    target = project.build_dir / "envs" / (env_name or name)
+    target = target or project.build_dir / "envs" / (env_name or name)
     install_env(
         read_lock(baseline, "linux-64"), refs, target, project.package_cache, project.config.pip_index_url
     )

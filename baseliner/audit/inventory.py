@@ -157,13 +157,21 @@ def _parse_time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
 
 
+# baseliner's own working directories (`.baseliner-undo`, `.baseliner-tmp.*`): the environments
+# in them are consolidate's undo copies and half-made builds, not the fleet's.
+OWN_DIRS = ".baseliner-"
+
+
 def find_prefixes(root: Path) -> Iterator[Path]:
-    """Conda prefixes at or below `root` (a prefix's own subdirectories are not searched)."""
+    """Conda prefixes at or below `root` (a prefix's own subdirectories are not searched, nor
+    baseliner's own working directories)."""
     if (root / "conda-meta").is_dir():
         yield root
         return
     try:
-        children = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
+        children = sorted(
+            p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(OWN_DIRS)
+        )
     except OSError:
         return
     for child in children:

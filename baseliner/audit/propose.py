@@ -3,16 +3,17 @@
 The baseline holds the conda and pip packages every member has, each at the version (and build) most
 members use, channels in the order the members list them. Each member's overlay is what it has on
 top; a member whose version of a baseline package differs is listed as a conflict (its overlay
-would need that package changed). Bytes: today's on-disk bytes of the members (inodes once) against
-every distinct package stored once in a shared cache that the environments hardlink from — computed
-from the inventory's per-package sizes, not guessed.
+would need that package changed). Bytes: today's on-disk bytes of the members (inodes once, less
+what they share with the package caches the audit was given) against every distinct package stored
+once in a shared cache that the environments hardlink from (nothing for a package a cache holds
+already) — computed from the inventory's per-package sizes, not guessed.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ class Proposal:
     cluster: int
     members: list[str]
     baseline: dict[str, Any]
+    locations: list[str] = field(default_factory=list)  # each member's prefix or exported file
     overlays: dict[str, dict[str, Any]] = field(default_factory=dict)
     conflicts: list[str] = field(default_factory=list)
     current_bytes: int = 0
@@ -52,9 +54,14 @@ def _majority(packages: Sequence[Package]) -> Package:
 
 
 def propose(
-    cluster: int, members: Sequence[EnvProfile], version: str = "proposed", current_bytes: int = 0
+    cluster: int,
+    members: Sequence[EnvProfile],
+    version: str = "proposed",
+    current_bytes: int = 0,
+    cached: Collection[str] = (),
 ) -> Proposal:
-    """The baseline (packages every member shares) and per-member overlays replacing a cluster."""
+    """The baseline (packages every member shares) and per-member overlays replacing a cluster;
+    conda packages named NAME-VERSION-BUILD in `cached` are in a package cache already."""
     name = f"cluster-{cluster}-base"
     per_key: dict[tuple[str, str], list[Package]] = {}
     for env in members:
@@ -79,7 +86,8 @@ def propose(
     proposal = Proposal(
         cluster,
         [m.name for m in members],
-        {
+        locations=[m.location for m in members],
+        baseline={
             "schema_version": 1,
             "name": name,
             "version": version,
@@ -112,11 +120,14 @@ def propose(
         if extra_pip:
             overlay["pip"] = sorted(extra_pip)
         proposal.overlays[env.name] = overlay
-    # Every distinct package once (the shared cache), environments hardlinked from it.
+    # Every distinct package once (the shared cache), environments hardlinked from it; a package
+    # already in a cache adds nothing.
     distinct: dict[tuple[str, str, str, str], int] = {}
     for env in members:
         for pkg in env.packages:
             key = (pkg.source, pkg.name, pkg.version, pkg.build)
+            if pkg.source == "conda" and f"{pkg.name}-{pkg.version}-{pkg.build}" in cached:
+                continue
             distinct[key] = max(distinct.get(key, 0), pkg.size)
     proposal.current_bytes = current_bytes
     proposal.projected_bytes = sum(distinct.values())

@@ -116,10 +116,14 @@ def run_audit(
         *(findings.baseline_drift(envs, expected) if expected else []),
     ]
     proposals = []
+    # Packages already in a cache cost nothing more once shared; the members' bytes are what they
+    # add on top of the caches (an inode they share with a cache stays when they go).
+    cached = {p.name for c in caches for p in c.glob("*") if (p / "info" / "index.json").is_file()}
+    cache_bytes = disk.measure(caches).total if caches else 0
     for number, members in enumerate(groups):
         member_prefixes = [Path(envs[i].location) for i in members if envs[i].kind == "prefix"]
-        current = disk.measure(member_prefixes).total if member_prefixes else 0
-        proposals.append(propose(number, [envs[i] for i in members], current_bytes=current))
+        current = disk.measure([*member_prefixes, *caches]).total - cache_bytes if member_prefixes else 0
+        proposals.append(propose(number, [envs[i] for i in members], current_bytes=current, cached=cached))
     return Audit(envs, options, usage, clusters, found, proposals)
 
 

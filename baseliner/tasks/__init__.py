@@ -12,6 +12,7 @@ from .audit import _propose_command, audit, clean, dedupe, export_env_task, prop
 from .build import base_image, build_all, build_baseline_task, ci_matrix, publish, pull, unpack
 from .cache import cache
 from .overlays import build_overlay_task, drift, lock_overlay_task
+from .reclaim import consolidate
 from .specs import channel, lock, render, schema, seed_channel, validate
 
 __all__ = ["_propose_command", "namespace"]
@@ -36,6 +37,7 @@ namespace = Collection(
     propose,
     clean,
     dedupe,
+    consolidate,
     export_env_task,
     schema,
 )

@@ -41,7 +41,7 @@ def _audit(
         )
     options = AuditOptions(threshold, naming or DEFAULT_NAMING, stale_days, quota)
     with console.status(f"comparing {len(envs)} environments"):
-        return run_audit(envs, options, expected=expected, usage=usage)
+        return run_audit(envs, options, [Path(c) for c in caches or []], expected=expected, usage=usage)
 
 
 def _propose_command(
