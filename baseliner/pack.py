@@ -309,16 +309,15 @@ def open_tarball(path: Path, digest: Any = None) -> Iterator[tarfile.TarFile]:
 
 
 def _escapes(base: PurePosixPath, target: str) -> bool:
+    """Whether `target`, followed from the directory `base`, leaves the destination. (Path parts
+    hold no "." once parsed: only the depth matters.)"""
     if target.startswith("/"):
         return True
-    parts: list[str] = list(base.parts)
+    depth = len(base.parts)
     for part in PurePosixPath(target).parts:
-        if part == "..":
-            if not parts:
-                return True
-            parts.pop()
-        elif part != ".":
-            parts.append(part)
+        depth += -1 if part == ".." else 1
+        if depth < 0:
+            return True
     return False
 
 
@@ -329,11 +328,11 @@ def member_problems(member: tarfile.TarInfo) -> list[str]:
     if control_characters(name):
         problems.append(f"{name!r}: control character in the name")
     path = PurePosixPath(name)
-    if name.startswith("/") or path.is_absolute():
+    if path.is_absolute():
         problems.append(f"{name!r}: absolute path")
     elif ".." in path.parts:
         problems.append(f"{name!r}: '..' in the path")
-    if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
+    if member.isdev():  # tarfile: a character or block device, or a fifo
         problems.append(f"{name!r}: device or fifo")
     if member.mode & (stat.S_ISUID | stat.S_ISGID):
         problems.append(f"{name!r}: setuid/setgid bit")
@@ -341,7 +340,7 @@ def member_problems(member: tarfile.TarInfo) -> list[str]:
         problems.append(f"{name!r}: symlink to {member.linkname!r} escapes the destination")
     if member.islnk() and _escapes(PurePosixPath(), member.linkname):
         problems.append(f"{name!r}: hardlink to {member.linkname!r} escapes the destination")
-    if not member.isdir() and posixpath.normpath(name) in (".", ""):
+    if not member.isdir() and posixpath.normpath(name) == ".":  # normpath("") is "." too
         problems.append(f"{name!r}: not a file name (the destination itself)")
     if member.islnk() and posixpath.normpath(member.linkname) == posixpath.normpath(name):
         problems.append(f"{name!r}: hardlink to itself")  # tarfile would recurse without end

@@ -224,7 +224,7 @@ def _describe(error: Mapping[str, Any]) -> str:
     kind, value = error["type"], error.get("input")
     if kind == "extra_forbidden":
         return f"{where}: unknown key"
-    if kind in {"string_type", "str_type"} and isinstance(value, int | float):
+    if kind == "string_type" and isinstance(value, int | float):
         return f"{where}: {value!r} is a number, a string is needed — quote it (YAML reads 3.10 as 3.1)"
     if kind == "string_pattern_mismatch":
         return f"{where}: {value!r} is not allowed here (safe characters only: {error['ctx']['pattern']})"

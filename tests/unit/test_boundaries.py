@@ -273,3 +273,122 @@ def test_any_yaml_a_user_writes_is_loaded_or_refused_with_file_and_line(tmp_path
             assert "Traceback" not in message
 
     check()
+
+
+@pytest.mark.parametrize(
+    ("member", "problems"),
+    [
+        (_member("a\x07b"), ["'a\\x07b': control character in the name"]),
+        (_member("/etc/passwd"), ["'/etc/passwd': absolute path"]),
+        (_member("a/../../x"), ["'a/../../x': '..' in the path"]),
+        (_member("a/../b"), ["'a/../b': '..' in the path"]),  # lands inside, still refused
+        (_member("dev/tty", tarfile.CHRTYPE), ["'dev/tty': device or fifo"]),
+        (_member("dev/sda", tarfile.BLKTYPE), ["'dev/sda': device or fifo"]),
+        (_member("run/pipe", tarfile.FIFOTYPE), ["'run/pipe': device or fifo"]),
+        (
+            _member("bin/l", tarfile.SYMTYPE, "../../x"),
+            ["'bin/l': symlink to '../../x' escapes the destination"],
+        ),
+        (_member("h", tarfile.LNKTYPE, "../x"), ["'h': hardlink to '../x' escapes the destination"]),
+        (_member("."), ["'.': not a file name (the destination itself)"]),
+        (_member("./"), ["'./': not a file name (the destination itself)"]),
+        (_member(".", tarfile.DIRTYPE), []),  # the destination directory's own entry
+        (_member("a/h", tarfile.LNKTYPE, "a/./h"), ["'a/h': hardlink to itself"]),
+        (_member("bin/ok", tarfile.SYMTYPE, "../lib/x"), []),
+        (_member("lib/ok", tarfile.LNKTYPE, "lib/x"), []),
+        (
+            _member("/abs\x01", tarfile.FIFOTYPE, mode=0o4755),  # every problem at once, in order
+            [
+                "'/abs\\x01': control character in the name",
+                "'/abs\\x01': absolute path",
+                "'/abs\\x01': device or fifo",
+                "'/abs\\x01': setuid/setgid bit",
+            ],
+        ),
+    ],
+)
+def test_each_hazard_is_named_in_its_own_words(member: tarfile.TarInfo, problems: list[str]) -> None:
+    assert member_problems(member) == problems
+
+
+def _inodes_under(root: Path) -> dict[tuple[int, int], int]:
+    """Every inode below (and including) `root`, symlinks not followed: its size."""
+    paths = [str(root)]
+    for dirpath, dirnames, filenames in os.walk(root):
+        paths += [os.path.join(dirpath, n) for n in [*dirnames, *filenames]]
+    return {(st.st_dev, st.st_ino): st.st_size for st in map(os.lstat, paths)}
+
+
+def test_disk_usage_of_several_roots_agrees_with_an_inode_count(tmp_path: Path) -> None:
+    a, b, c, outside = (tmp_path / n for n in ("a", "b", "c", "outside"))
+    for d in (a / "sub" / "deeper", b, c / "sub", outside):
+        d.mkdir(parents=True)
+    (a / "sub" / "deeper" / "one").write_bytes(b"1" * 100)
+    os.link(a / "sub" / "deeper" / "one", a / "sub" / "one-again")  # linked twice, in one root only
+    (a / "big").write_bytes(b"b" * 5000)
+    os.link(a / "big", b / "big-link")  # a and b
+    (a / "t").write_bytes(b"t" * 300)
+    os.link(a / "t", b / "t")
+    os.link(a / "t", c / "sub" / "t")  # all three
+    (c / "x").write_bytes(b"x" * 700)
+    os.link(c / "x", c / "y")  # the third root, linked within itself
+    (b / "u").write_bytes(b"u" * 50)
+    os.link(b / "u", outside / "u")  # linked from outside the roots: b's alone here
+    (outside / "data").write_bytes(b"d" * 9000)
+    (a / "link").symlink_to("big")  # a symlink's own size, not its target's
+    (a / "dirlink").symlink_to(outside)  # never descended
+    single = tmp_path / "single-file-root"
+    single.write_bytes(b"s" * 1234)
+    roots = [a, b, c, single]
+    per_root = [_inodes_under(r) if r.is_dir() else {(0, 0): r.stat().st_size} for r in roots]
+    holders: dict[tuple[int, int], set[int]] = {}
+    sizes: dict[tuple[int, int], int] = {}
+    for i, inodes in enumerate(per_root):
+        for key, size in inodes.items():
+            holders.setdefault(key, set()).add(i)
+            sizes[key] = size
+    usage = measure(roots)
+    assert [u.root for u in usage.roots] == [str(r) for r in roots]
+    assert [u.apparent for u in usage.roots] == [sum(i.values()) for i in per_root]
+    assert [u.unique for u in usage.roots] == [
+        sum(s for k, s in inodes.items() if holders[k] == {i}) for i, inodes in enumerate(per_root)
+    ]
+    assert [u.shared for u in usage.roots] == [
+        sum(s for k, s in inodes.items() if len(holders[k]) > 1) for inodes in per_root
+    ]
+    assert usage.total == sum(sizes.values())
+    du = subprocess.run(["du", "-sbc", *map(str, roots)], capture_output=True, text=True, check=True)
+    assert usage.total == int(du.stdout.splitlines()[-1].split()[0])
+    assert usage.of(str(b)).shared == 5000 + 300 and usage.of(str(c)).shared == 300  # by hand, too
+    assert usage.of(str(single)).unique == usage.of(str(single)).apparent == 1234
+
+
+def test_a_validators_message_reads_without_pydantics_prefix(tmp_path: Path) -> None:
+    from baseliner.errors import SpecError
+    from baseliner.spec import BaselineRepo
+
+    (tmp_path / "baselines").mkdir()
+    bad = spec("v", channels=["fixture", "fixture"], virtual_packages={"linux-64": ["glibc"]})
+    (tmp_path / "baselines" / "v.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+    with pytest.raises(SpecError) as info:
+        BaselineRepo(tmp_path / "baselines").resolve("v")
+    details = [d.rsplit(" (line", 1)[0] for d in info.value.details]
+    assert details == [
+        "channels: a channel is listed twice",
+        "virtual_packages.linux-64[0]: 'glibc' is not a virtual package like '__glibc=2.36'",
+    ]
+
+
+def test_a_childs_virtual_package_replaces_the_parents_whatever_its_build(tmp_path: Path) -> None:
+    from baseliner.spec import BaselineRepo
+
+    d = tmp_path / "baselines"
+    d.mkdir()
+    root = spec("root", virtual_packages={"linux-64": ["__cuda=11.8=0", "__glibc=2.17"]})
+    child = {**spec("child", virtual_packages={"linux-64": ["__cuda=12.4"]}), "extends": "root"}
+    for name, body in (("root", root), ("child", child)):
+        (d / f"{name}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    assert sorted(BaselineRepo(d).resolve("child").virtual_packages["linux-64"]) == [
+        "__cuda=12.4",
+        "__glibc=2.17",
+    ]

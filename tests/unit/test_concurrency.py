@@ -64,3 +64,45 @@ def test_a_killed_write_of_this_host_is_a_leftover_at_once_and_a_live_ones_is_no
     assert sorted(leftovers(tmp_path)) == sorted([dead, other_host])
     write_atomic(target, "{}")
     assert target.read_text() == "{}" and mine.exists()  # writing never takes another writer's name
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_whether_a_scratch_names_writer_runs_at_the_shortest_name() -> None:
+    from baseliner.concurrency import _host, _writer_alive
+
+    host = _host()
+    assert _writer_alive(f"{SCRATCH_PREFIX}x.{host}.{_dead_pid()}") is False  # three parts: enough
+    assert _writer_alive(f"{SCRATCH_PREFIX}x.{host}.{os.getpid()}") is True
+    assert _writer_alive(f"{SCRATCH_PREFIX}x.{host}") is None  # no pid: cannot tell
+    assert _writer_alive(f"{SCRATCH_PREFIX}x.other-host.{os.getpid()}") is None  # another host's
+
+
+def test_a_writer_this_user_may_not_signal_still_runs() -> None:
+    """os.kill(pid, 0) on another user's live process answers EPERM: the process runs."""
+    from baseliner.concurrency import _host, _writer_alive
+
+    if os.geteuid() != 0:
+        assert _writer_alive(f"{SCRATCH_PREFIX}x.{_host()}.1") is True
+        return
+    child = os.fork()
+    if child == 0:  # drop to an unprivileged user, then ask about init (pid 1, root's)
+        os.setgid(65534)
+        os.setuid(65534)
+        os._exit(0 if _writer_alive(f"{SCRATCH_PREFIX}x.{_host()}.1") is True else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_directory_without_an_owner_file_has_no_dead_owner(tmp_path: Path) -> None:
+    from baseliner.concurrency import owner_is_dead
+
+    assert owner_is_dead(tmp_path) is False  # no owner file: not ours to judge
+    (tmp_path / "a-file").write_text("x")
+    assert owner_is_dead(tmp_path / "a-file") is False  # not even a directory
+    (tmp_path / OWNER_FILE).write_text("host 1\n")
+    assert owner_is_dead(tmp_path) is True  # an owner file nobody holds locked
