@@ -32,8 +32,9 @@ lint: setup
 	$(VENV)/bin/mypy
 
 # Mutation testing of the safety-critical modules ([tool.mutmut] in pyproject.toml); not in CI.
-# Survivors: `.venv/bin/mutmut results`, one of them: `.venv/bin/mutmut show NAME`.
+# Survivors: `.venv/bin/mutmut results`, one of them: `.venv/bin/mutmut show NAME`. One module:
+# make mutation MUTANTS='baseliner.pack*'.
 mutation: setup
 	rm -rf mutants
-	$(VENV)/bin/mutmut run
+	$(VENV)/bin/mutmut run $(MUTANTS)
 	$(VENV)/bin/python tests/support/mutation_scores.py

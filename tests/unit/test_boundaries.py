@@ -8,6 +8,7 @@ import contextlib
 import io
 import os
 import posixpath
+import stat
 import subprocess
 import tarfile
 from pathlib import Path, PurePosixPath
@@ -392,3 +393,111 @@ def test_a_childs_virtual_package_replaces_the_parents_whatever_its_build(tmp_pa
         "__cuda=12.4",
         "__glibc=2.17",
     ]
+
+
+def _tree_for_tar(root: Path) -> list[tuple[str, str]]:
+    """A small env-like tree with every kind of member at the block edges: (source, name) pairs."""
+    (root / "bin").mkdir(parents=True)
+    (root / "lib" / ("d" * 120)).mkdir(parents=True)  # a name past ustar's 100 bytes: a pax record
+    files = {
+        "bin/tool": (b"#!/bin/sh\necho hi\n", 0o755),
+        "lib/empty": (b"", 0o644),
+        "lib/511": (b"a" * 511, 0o644),
+        "lib/512": (b"b" * 512, 0o600),
+        "lib/513": (b"c" * 513, 0o644),
+        "lib/big": (bytes(range(256)) * 4500, 0o644),  # over one 1 MiB write
+        f"lib/{'d' * 120}/long": (b"long\n", 0o644),
+        "lib/naïve": (b"utf-8 name\n", 0o644),
+    }
+    for rel, (data, mode) in files.items():
+        (root / rel).write_bytes(data)
+        os.chmod(root / rel, mode)
+    os.link(root / "lib/513", root / "lib/513-again")
+    (root / "bin/link").symlink_to("tool")
+    names = [
+        "bin",
+        "bin/tool",
+        "bin/link",
+        "lib",
+        *sorted(r for r in files if r.startswith("lib/")),
+        "lib/513-again",
+    ]
+    names.insert(names.index(f"lib/{'d' * 120}/long"), f"lib/{'d' * 120}")
+    return [(str(root / n), n) for n in names]
+
+
+def test_the_streaming_tar_writer_writes_tarfiles_bytes(tmp_path: Path) -> None:
+    from baseliner.pack import FIXED_MTIME, _TarWriter
+
+    members = _tree_for_tar(tmp_path / "tree")
+    ours = io.BytesIO()
+    writer = _TarWriter(ours)
+    for source, name in members:
+        writer.add(source, name)
+    writer.add(str(tmp_path / "tree" / "lib" / "511"), "etc/rewritten", data=b"rewritten\n")  # conda-pack's
+    writer.close()
+
+    theirs = io.BytesIO()
+    seen: dict[tuple[int, int], str] = {}
+    with tarfile.open(fileobj=theirs, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for source, name in [*members, (str(tmp_path / "tree" / "lib" / "511"), "etc/rewritten")]:
+            st = os.lstat(source)
+            info = tarfile.TarInfo(name)
+            info.mode, info.mtime = stat.S_IMODE(st.st_mode), FIXED_MTIME
+            data = b""
+            if name == "etc/rewritten":
+                data = b"rewritten\n"
+            elif stat.S_ISDIR(st.st_mode):
+                info.type = tarfile.DIRTYPE
+            elif stat.S_ISLNK(st.st_mode):
+                info.type, info.linkname = tarfile.SYMTYPE, os.readlink(source)
+            elif (st.st_dev, st.st_ino) in seen:
+                info.type, info.linkname = tarfile.LNKTYPE, seen[st.st_dev, st.st_ino]
+            else:
+                if st.st_nlink > 1:
+                    seen[st.st_dev, st.st_ino] = name
+                data = Path(source).read_bytes()
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert ours.getvalue() == theirs.getvalue()
+
+
+def test_a_safe_archive_unpacks_whole_and_a_changed_one_is_named(tmp_path: Path) -> None:
+    from baseliner.errors import PackError
+    from baseliner.pack import _TarWriter, unpack, write_checksum
+
+    members = _tree_for_tar(tmp_path / "tree")
+    archive = tmp_path / "in" / "env.tar"
+    archive.parent.mkdir()
+    with archive.open("wb") as fh:
+        writer = _TarWriter(fh)
+        for source, name in members:
+            writer.add(source, name)
+        writer.close()
+    digest = write_checksum(archive)
+    dest = tmp_path / "out" / "env"
+    assert unpack(archive, dest, run_conda_unpack=False) == dest
+    for source, name in members:
+        got, want = dest / name, Path(source)
+        assert got.is_symlink() == want.is_symlink() and got.is_dir() == want.is_dir(), name
+        if want.is_symlink():
+            assert os.readlink(got) == os.readlink(want)
+        elif want.is_file():
+            assert got.read_bytes() == want.read_bytes(), name
+            assert stat.S_IMODE(got.stat().st_mode) == stat.S_IMODE(want.stat().st_mode), name
+    assert (dest / "lib/513").stat().st_ino == (dest / "lib/513-again").stat().st_ino  # still one inode
+    assert not [p for p in dest.parent.iterdir() if p.name != "env"]  # no scratch left beside it
+
+    with pytest.raises(PackError, match="not empty"):
+        unpack(archive, dest, run_conda_unpack=False)  # no environment marker: not this unpack's
+    data = bytearray(archive.read_bytes())
+    data[600] ^= 0xFF  # inside the first file's bytes: still a tar, other bytes
+    archive.write_bytes(bytes(data))
+    with pytest.raises(PackError) as info:
+        unpack(archive, tmp_path / "again", run_conda_unpack=False)
+    assert info.value.message == "checksum mismatch for env.tar"
+    assert info.value.details[0] == f"expected {digest}"
+    assert not (tmp_path / "again").exists()
+    (archive.parent / "env.tar.sha256").unlink()
+    with pytest.raises(PackError, match=r"no checksum file next to env\.tar"):
+        unpack(archive, tmp_path / "again", run_conda_unpack=False)
