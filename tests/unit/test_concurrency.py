@@ -86,6 +86,7 @@ def test_a_writer_this_user_may_not_signal_still_runs() -> None:
     """os.kill(pid, 0) on another user's live process answers EPERM: the process runs."""
     from baseliner.concurrency import _host, _writer_alive
 
+    assert _writer_alive(f"{SCRATCH_PREFIX}x.{_host()}.{os.getpid()}") is True  # (and mutmut sees the call)
     if os.geteuid() != 0:
         assert _writer_alive(f"{SCRATCH_PREFIX}x.{_host()}.1") is True
         return
