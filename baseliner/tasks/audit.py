@@ -67,6 +67,17 @@ def _propose_command(
     return shlex.join(words)
 
 
+def _proposal(result: Any, cluster: int) -> Any:
+    """The audit's proposal for `cluster`, or an error naming the clusters there are."""
+    if not 0 <= cluster < len(result.proposals):
+        raise BaselinerError(
+            f"no cluster {cluster}",
+            details=[f"clusters: 0..{len(result.proposals) - 1}" if result.proposals else "none found"],
+            hint="run `invoke audit` to see the clusters, or lower --threshold",
+        )
+    return result.proposals[cluster]
+
+
 _AUDIT_HELP = {
     "root": "directory holding environments (repeatable), e.g. /opt/conda/envs",
     "prefix": "one environment prefix (repeatable)",
@@ -176,13 +187,7 @@ def propose(
     if cluster < 0:
         raise BaselinerError("which cluster? pass --cluster N", hint="run `invoke audit` to see the clusters")
     result = _audit(root, prefix, file, cache, threshold, naming, stale_days, quota)
-    if not 0 <= cluster < len(result.proposals):
-        raise BaselinerError(
-            f"no cluster {cluster}",
-            details=[f"clusters: 0..{len(result.proposals) - 1}" if result.proposals else "none found"],
-            hint="run `invoke audit` to see the clusters, or lower --threshold",
-        )
-    proposal = result.proposals[cluster]
+    proposal = _proposal(result, cluster)
     command = _propose_command(cluster, root, prefix, file, cache, threshold, out)
     for path in write(proposal, Path(out), command):
         console.print(f"[green]wrote[/green] {path}")

@@ -67,7 +67,7 @@ def consolidate(
     check each new environment against its old one, then swap it in (a dry run unless --yes)."""
     from ..audit import consolidate as cons
     from ..audit.propose import write
-    from .audit import _audit
+    from .audit import _audit, _proposal
 
     roots, caches = root or [], cache or []
     if not roots:
@@ -103,13 +103,7 @@ def consolidate(
     found = unique_prefixes([Path(r) for r in roots])
     fleet = [str(p) for p in found if p not in cons.installed_baselines(found)]
     result = _audit(None, fleet, None, caches, threshold, "", 90, 10)
-    if not 0 <= cluster < len(result.proposals):
-        raise BaselinerError(
-            f"no cluster {cluster}",
-            details=[f"clusters: 0..{len(result.proposals) - 1}" if result.proposals else "none found"],
-            hint="run `invoke audit` to see the clusters, or lower --threshold",
-        )
-    proposal = result.proposals[cluster]
+    proposal = _proposal(result, cluster)
     with console.status("reading the members' records and the caches"):
         the_plan = cons.plan(
             [Path(p) for p in proposal.locations], [Path(c) for c in caches], proposal.baseline["name"]
