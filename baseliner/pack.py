@@ -35,7 +35,7 @@ from typing import IO, Any, Literal
 from .atomic import Report, silent, write_atomic
 from .concurrency import claim, owner_is_dead, release, scratch
 from .condapkg import FIXED_MTIME
-from .errors import PackError, first_few, is_disk_full
+from .errors import PackError, is_disk_full
 from .gzipblocks import GzipBlocksWriter
 from .yamlsource import control_characters
 
@@ -190,7 +190,8 @@ class _TarWriter:
                 linkname,
                 FIXED_MTIME,
             )
-            header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            # utf-8 for names that are not (surrogate-escaped bytes), whatever the locale says
+            header = info.tobuf(tarfile.PAX_FORMAT, "utf-8")
         self._write(header)
         if data is not None:
             self._write(data)
@@ -214,7 +215,6 @@ class _TarWriter:
         self._write(tarfile.NUL * (tarfile.BLOCKSIZE * 2))
         self._write(tarfile.NUL * (-self.offset % tarfile.RECORDSIZE))
         self.out.write(self.pending)
-        self.pending = bytearray()
 
 
 def _conda_pack(prefix: Path, stream: IO[bytes], only: Collection[str] | None) -> None:
@@ -272,11 +272,6 @@ class _Hashing(io.RawIOBase):
         if count:
             self.digest.update(memoryview(buffer)[:count])
         return count or 0
-
-    def drain(self) -> None:
-        """Hash the rest of the file (the padding after the archive's end, a corrupt tail)."""
-        while block := self.raw.read(1 << 20):
-            self.digest.update(block)
 
 
 @contextlib.contextmanager
@@ -462,8 +457,8 @@ def _extract_checked(tarball: Path, env: Path, expected: str | None) -> None:
     if problems:
         raise PackError(
             f"refusing to unpack {tarball.name}: {len(problems)} unsafe member(s)",
-            details=first_few(problems, 5),
-            detail_limit=6,
+            details=problems,
+            detail_limit=5,
             hint="the archive was not made by baseliner/conda-pack or was tampered with",
         )
 
@@ -490,11 +485,12 @@ def conda_unpack(prefix: Path, report: Report = silent) -> None:
     if not script.is_file():
         return
     report(f"conda-unpack in {prefix}")
+    path = os.pathsep.join(p for p in (str(prefix / "bin"), os.environ.get("PATH")) if p)
     proc = subprocess.run(
         [str(prefix / "bin" / "python"), str(script)],
         capture_output=True,
         text=True,
-        env={**os.environ, "PATH": f"{prefix / 'bin'}:{os.environ.get('PATH', '')}"},
+        env={**os.environ, "PATH": path},
     )
     if proc.returncode != 0:
         raise PackError(

@@ -3,7 +3,9 @@ index of tiny wheels, and throwaway baseline repos in tmp_path."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +30,25 @@ def unavailable(reason: str, switch: str) -> None:
     if os.environ.get(switch) == "1":
         pytest.fail(f"{reason} ({switch}=1: required here)")
     pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """`where` (created) as a filesystem of its own, a tmpfs of `size` (mount's syntax: "6m"),
+    unmounted afterwards. It needs root: elsewhere the test skips, or fails under
+    BASELINER_REQUIRE_ROOT=1."""
+    import os
+
+    if os.geteuid() != 0:
+        unavailable("a tmpfs mount needs root", "BASELINER_REQUIRE_ROOT")
+    where.mkdir(parents=True, exist_ok=True)
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)]
+    if subprocess.run(mount, capture_output=True).returncode != 0:
+        unavailable("cannot mount a tmpfs here", "BASELINER_REQUIRE_ROOT")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False)
 
 
 @pytest.fixture(scope="session")

@@ -23,20 +23,10 @@ REQUIRED = os.environ.get("BASELINER_REQUIRE_DOCKER") == "1"
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A directory on a filesystem of its own (a 512 MB tmpfs), unmounted afterwards."""
-    import subprocess
+    from ..conftest import mounted_tmpfs
 
-    from ..conftest import unavailable
-
-    if os.geteuid() != 0:
-        unavailable("a tmpfs mount needs root", "BASELINER_REQUIRE_ROOT")
-    other = tmp_path / "tmpfs"
-    other.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", str(other)]).returncode != 0:
-        unavailable("cannot mount a tmpfs here", "BASELINER_REQUIRE_ROOT")
-    try:
+    with mounted_tmpfs(tmp_path / "tmpfs", "512m") as other:
         yield other
-    finally:
-        subprocess.run(["umount", str(other)], check=False)
 
 
 def _unavailable(reason: str) -> None:

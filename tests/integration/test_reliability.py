@@ -23,7 +23,7 @@ from baseliner.concurrency import SCRATCH_PREFIX
 from baseliner.config import Project
 from baseliner.errors import DiskFullError
 
-from ..conftest import MakeProject, spec, unavailable
+from ..conftest import MakeProject, mounted_tmpfs, spec
 
 BASELINER = str(Path(sys.executable).with_name("baseliner"))
 KILL_TRIALS = 20
@@ -152,16 +152,7 @@ def test_another_build_holding_the_lock_is_named(project: Project) -> None:
 
 
 def test_full_disk_fails_clearly_and_poisons_nothing(project: Project, tmp_path: Path) -> None:
-    small = tmp_path / "small"
-    small.mkdir()
-    if (
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(small)], capture_output=True
-        ).returncode
-        != 0
-    ):
-        unavailable("cannot mount a tmpfs here (needs root)", "BASELINER_REQUIRE_ROOT")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "6m") as small:
         config = project.root / "baseliner.yaml"
         config.write_text(config.read_text() + f"dist: {small}\n")
         proc = _build(project, "rel")
@@ -173,8 +164,6 @@ def test_full_disk_fails_clearly_and_poisons_nothing(project: Project, tmp_path:
         again = _build(project, "rel")
         assert again.wait(timeout=300) == 0, again.stderr.read() if again.stderr else ""
         _check_consistent(project, "rel")
-    finally:
-        subprocess.run(["umount", str(small)], check=False)
 
 
 # --- interrupted work heals: each long operation killed at random moments, then run once ------

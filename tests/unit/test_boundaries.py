@@ -408,6 +408,7 @@ def _tree_for_tar(root: Path) -> list[tuple[str, str]]:
         "lib/big": (bytes(range(256)) * 4500, 0o644),  # over one 1 MiB write
         f"lib/{'d' * 120}/long": (b"long\n", 0o644),
         "lib/naïve": (b"utf-8 name\n", 0o644),
+        "lib/caf\udce9": (b"a latin-1 byte in the name\n", 0o644),  # not UTF-8: a binary pax record
     }
     for rel, (data, mode) in files.items():
         (root / rel).write_bytes(data)
@@ -426,10 +427,11 @@ def _tree_for_tar(root: Path) -> list[tuple[str, str]]:
     return [(str(root / n), n) for n in names]
 
 
-def test_the_streaming_tar_writer_writes_tarfiles_bytes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("drop", [0, 1])  # two lengths, so the end pads to a record differently
+def test_the_streaming_tar_writer_writes_tarfiles_bytes(drop: int, tmp_path: Path) -> None:
     from baseliner.pack import FIXED_MTIME, _TarWriter
 
-    members = _tree_for_tar(tmp_path / "tree")
+    members = _tree_for_tar(tmp_path / "tree")[: -drop or None]
     ours = io.BytesIO()
     writer = _TarWriter(ours)
     for source, name in members:
@@ -501,3 +503,46 @@ def test_a_safe_archive_unpacks_whole_and_a_changed_one_is_named(tmp_path: Path)
     (archive.parent / "env.tar.sha256").unlink()
     with pytest.raises(PackError, match=r"no checksum file next to env\.tar"):
         unpack(archive, tmp_path / "again", run_conda_unpack=False)
+
+
+def test_the_tar_writer_copies_the_size_it_announced_and_refuses_other_files(tmp_path: Path) -> None:
+    from baseliner.errors import PackError
+    from baseliner.pack import _FLUSH, _TarWriter
+
+    source = tmp_path / "grown"
+    data = os.urandom(2 * _FLUSH + 10)
+    source.write_bytes(data)
+    out = io.BytesIO()
+    writer = _TarWriter(out)
+    writer._copy(str(source), _FLUSH + 5)  # the file grew after its header was written
+    writer.close()
+    assert out.getvalue()[: _FLUSH + 5] == data[: _FLUSH + 5]
+    assert out.getvalue()[_FLUSH + 5 :].strip(b"\0") == b""
+    with pytest.raises(PackError) as shrank:
+        _TarWriter(io.BytesIO())._copy(str(source), len(data) + 1)
+    assert (shrank.value.message, shrank.value.hint) == (
+        f"{source} shrank while it was packed",
+        "build again",
+    )
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(PackError) as fifo:
+        _TarWriter(io.BytesIO()).add(str(tmp_path / "fifo"), "fifo")
+    assert fifo.value.message == f"cannot pack {tmp_path / 'fifo'}: not a file, directory or symlink"
+
+
+def test_the_tar_writers_end_pads_to_a_record_from_every_offset(tmp_path: Path) -> None:
+    """Archives of 0 to 20 empty members end at every block offset within tarfile's 10 KiB record."""
+    from baseliner.pack import FIXED_MTIME, _TarWriter
+
+    (tmp_path / "e").write_bytes(b"")
+    for count in range(tarfile.RECORDSIZE // tarfile.BLOCKSIZE + 1):
+        ours, theirs = io.BytesIO(), io.BytesIO()
+        writer = _TarWriter(ours)
+        with tarfile.open(fileobj=theirs, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for i in range(count):
+                writer.add(str(tmp_path / "e"), f"e{i}")
+                info = tarfile.TarInfo(f"e{i}")
+                info.mode, info.mtime = stat.S_IMODE((tmp_path / "e").stat().st_mode), FIXED_MTIME
+                tar.addfile(info)
+        writer.close()
+        assert ours.getvalue() == theirs.getvalue(), count

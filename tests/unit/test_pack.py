@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import shutil
@@ -14,10 +15,19 @@ import pytest
 from baseliner.condapkg import FIXED_MTIME
 from baseliner.envs import normalise_mtimes
 from baseliner.errors import PackError
-from baseliner.pack import pack_env, unpack, write_checksum
+from baseliner.pack import open_tarball, pack_env, unpack, write_checksum
 
 from ..conftest import FULL, MakeProject, install_baseline, spec
 from ..support.fixture_channel import BINARY_PLACEHOLDER, TEXT_PLACEHOLDER
+
+# What conda-pack adds to every archive: its unpack script and the activation scripts.
+_CONDA_PACK_OWN = {
+    "bin/activate",
+    "bin/activate.fish",
+    "bin/conda-unpack",
+    "bin/conda_unpack_progress.py",
+    "bin/deactivate",
+}
 
 
 @pytest.fixture
@@ -140,6 +150,59 @@ def test_unpack_refuses_a_non_empty_destination(built: tuple[Path, Path], tmp_pa
     assert os.path.isdir(unpack(packed.path, tmp_path / "dest"))
 
 
+@pytest.mark.parametrize("fmt", ["tar.gz", "tar.zst"])
+def test_pack_writes_one_checked_file_compressed_as_asked(
+    fmt: str, built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The file is the compressor's bytes of the tar stream, at the level asked; the result names
+    it, its sha256 and size; only the archive and its checksum are left; `only` packs a delta."""
+    import hashlib
+
+    import zstandard
+
+    from baseliner.gzipblocks import GzipBlocksWriter
+
+    _, prefix = built
+    out = tmp_path / "out"
+    said: list[str] = []
+    packed = pack_env(prefix, out / f"ml.{fmt}", fmt, 3, 2, report=said.append)  # type: ignore[arg-type]
+    assert said == [f"conda-pack {prefix.name} -> {fmt} (level 3, 2 thread(s))"]
+    data = packed.path.read_bytes()
+    assert (packed.path, packed.size, packed.sha256) == (
+        out / f"ml.{fmt}",
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+    )
+    assert sorted(p.name for p in out.iterdir()) == [f"ml.{fmt}", f"ml.{fmt}.sha256"]
+    again = io.BytesIO()
+    if fmt == "tar.gz":
+        tar = gzip.decompress(data)
+        with GzipBlocksWriter(again, 3, 1) as gz:
+            gz.write(tar)
+    else:
+        tar = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
+        with zstandard.ZstdCompressor(level=3, threads=1, write_checksum=True).stream_writer(
+            again, closefd=False
+        ) as z:
+            z.write(tar)
+    assert again.getvalue() == data  # the level reached the compressor; the stream is whole
+
+    delta = pack_env(prefix, out / f"delta.{fmt}", fmt, only={"bin/prefixdemo", "lib/python3.11/os.py"})  # type: ignore[arg-type]
+    with open_tarball(delta.path) as archive:
+        names = {member.name for member in archive}
+    assert names - _CONDA_PACK_OWN == {"bin/prefixdemo", "lib/python3.11/os.py"}
+
+    (prefix / "bin" / "prefixdemo").unlink()  # a file conda installed, gone: conda-pack refuses
+    with pytest.raises(PackError) as refused:
+        pack_env(prefix, out / f"broken.{fmt}", fmt)  # type: ignore[arg-type]
+    assert refused.value.message == f"conda-pack refused {prefix}"
+    assert refused.value.hint == "the environment may have been changed outside conda; rebuild it"
+    assert "bin/prefixdemo" in "\n".join(refused.value.details)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"ml.{fmt}", f"ml.{fmt}.sha256", f"delta.{fmt}", f"delta.{fmt}.sha256"]
+    )
+
+
 def test_the_archive_holds_what_conda_pack_itself_writes(built: tuple[Path, Path], tmp_path: Path) -> None:
     """Our streaming writer against conda-pack's own `tarfile` archive of the same env: the same
     members in the same order, with the same types, modes, link targets and bytes. Only the
@@ -178,21 +241,24 @@ def test_the_archive_holds_what_conda_pack_itself_writes(built: tuple[Path, Path
     ],
 )
 @pytest.mark.parametrize(
-    "kind,linkname",
+    "kind,linkname,size",
     [
-        (tarfile.REGTYPE, ""),
-        (tarfile.DIRTYPE, ""),
-        (tarfile.SYMTYPE, "../lib/x"),
-        (tarfile.LNKTYPE, "bin/python"),
+        (tarfile.REGTYPE, "", 12345),
+        (tarfile.REGTYPE, "", 8**11 - 1),  # the largest size ustar's 11 octal digits hold
+        (tarfile.REGTYPE, "", 8**11),
+        (tarfile.DIRTYPE, "", 0),
+        (tarfile.SYMTYPE, "../lib/x", 0),
+        (tarfile.SYMTYPE, "l" * 100, 0),
+        (tarfile.SYMTYPE, "l" * 101, 0),
+        (tarfile.LNKTYPE, "bin/python", 0),
     ],
 )
-def test_fast_headers_are_tarfiles(name: str, kind: bytes, linkname: str) -> None:
+def test_fast_headers_are_tarfiles(name: str, kind: bytes, linkname: str, size: int) -> None:
     from baseliner.pack import _fast_header
 
-    size = 12345 if kind == tarfile.REGTYPE else 0
     info = tarfile.TarInfo(name)
     info.type, info.linkname, info.mode, info.size, info.mtime = kind, linkname, 0o755, size, FIXED_MTIME
-    expected = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    expected = info.tobuf(tarfile.PAX_FORMAT, "utf-8")
     fast = _fast_header(name, 0o100755, size, kind, linkname)
     if len(expected) > tarfile.BLOCKSIZE:  # a pax record is needed: the fast path declines
         assert fast is None
