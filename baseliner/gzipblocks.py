@@ -52,10 +52,13 @@ class GzipBlocksWriter:
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         self.pending += data
-        while len(self.pending) > BLOCK:  # keep one block back: the last block must be marked last
-            block = bytes(self.pending[:BLOCK])
-            del self.pending[:BLOCK]
-            self._submit(block, last=False)
+        if len(self.pending) > BLOCK:  # keep one block back: the last block must be marked last
+            full = (len(self.pending) - 1) // BLOCK
+            with memoryview(self.pending) as view:  # one copy per block, none for the rest
+                for start in range(0, full * BLOCK, BLOCK):
+                    self._submit(bytes(view[start : start + BLOCK]), last=False)
+                rest = bytearray(view[full * BLOCK :])
+            self.pending = rest
         return len(data)
 
     def _submit(self, block: bytes, last: bool) -> None:

@@ -156,8 +156,14 @@ class _TarWriter:
         self.linked: dict[tuple[int, int], str] = {}  # inodes with several links -> first name
 
     def _write(self, data: bytes) -> None:
-        self.pending += data
         self.offset += len(data)
+        if len(data) >= _FLUSH:  # a file's block goes to the compressor as it was read
+            if self.pending:
+                self.out.write(self.pending)
+                self.pending = bytearray()
+            self.out.write(data)
+            return
+        self.pending += data
         if len(self.pending) >= _FLUSH:
             self.out.write(self.pending)
             self.pending = bytearray()

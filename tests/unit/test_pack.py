@@ -277,11 +277,12 @@ def test_block_gzip_is_gzip_and_the_same_on_any_thread_count(length: int) -> Non
     words = [bytes(rng.choices(b"abcdefgh", k=rng.randint(1, 9))) for _ in range(500)]
     data = b" ".join(rng.choices(words, k=length // 4 + 1))[:length]
     outputs = []
-    for threads in (1, 2, 3):
+    # writes that do not fall on block boundaries, one write of everything, writes of several blocks
+    for threads, chunk in ((1, 70_001), (2, max(length, 1)), (3, 2 * (1 << 20) + 3)):
         out = io.BytesIO()
         with GzipBlocksWriter(out, 4, threads) as gz:
-            for start in range(0, length, 70_001):  # writes that do not fall on block boundaries
-                gz.write(data[start : start + 70_001])
+            for start in range(0, length, chunk):
+                gz.write(data[start : start + chunk])
         outputs.append(out.getvalue())
     assert outputs[0] == outputs[1] == outputs[2]
     assert gzip.decompress(outputs[0]) == data
