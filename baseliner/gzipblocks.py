@@ -17,9 +17,16 @@ import struct
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
-from typing import IO
+from typing import Protocol
 
 from zlib_ng import zlib_ng
+
+
+class Sink(Protocol):
+    """Where the gzip stream goes: anything with a binary `write` (a file, a hashing writer)."""
+
+    def write(self, data: bytes, /) -> int | None: ...
+
 
 BLOCK = 1 << 20  # input bytes per deflate job
 WINDOW = 1 << 15  # deflate's window: how much of the previous block primes the next
@@ -40,7 +47,7 @@ def _deflate(block: bytes, primer: bytes, level: int, last: bool) -> tuple[bytes
 class GzipBlocksWriter:
     """`write` bytes, then `close` (or use as a context manager); `out` stays open."""
 
-    def __init__(self, out: IO[bytes], level: int = 4, threads: int = -1) -> None:
+    def __init__(self, out: Sink, level: int = 4, threads: int = -1) -> None:
         self.out, self.level = out, level
         self.workers = (os.cpu_count() or 1) if threads < 1 else threads
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gzip")

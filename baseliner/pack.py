@@ -36,7 +36,7 @@ from .atomic import Report, silent, write_atomic
 from .concurrency import claim, owner_is_dead, release, scratch
 from .condapkg import FIXED_MTIME
 from .errors import PackError, is_disk_full
-from .gzipblocks import GzipBlocksWriter
+from .gzipblocks import GzipBlocksWriter, Sink
 from .yamlsource import control_characters
 
 # The file every baseliner environment carries (name, version, platform, lock hash).
@@ -61,9 +61,10 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_checksum(path: Path) -> str:
-    """Write `path.sha256` in `sha256sum` format (atomically); returns the hex digest."""
-    digest = sha256_file(path)
+def write_checksum(path: Path, digest: str | None = None) -> str:
+    """Write `path.sha256` in `sha256sum` format (atomically); returns the hex digest. `digest`,
+    when the file's sha256 was computed as it was written, saves reading it again."""
+    digest = digest or sha256_file(path)
     write_atomic(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n")
     return digest
 
@@ -89,14 +90,18 @@ def pack_env(
     with scratch(output.parent, f"pack-{output.name}") as tmp_dir:
         report(f"conda-pack {prefix.name} -> {fmt} (level {compress_level}, {threads} thread(s))")
         tmp = tmp_dir / f"env.{fmt}"
-        with tmp.open("wb") as out, _compressor(out, fmt, compress_level, threads) as stream:
+        digest = hashlib.sha256()  # of the bytes as they are written: the file is not read again
+        with (
+            tmp.open("wb") as out,
+            _compressor(_Hashing(out, digest), fmt, compress_level, threads) as stream,
+        ):
             _conda_pack(prefix, stream, only)
         tmp.replace(output)
-    return PackResult(output, write_checksum(output), output.stat().st_size)
+    return PackResult(output, write_checksum(output, digest.hexdigest()), output.stat().st_size)
 
 
 @contextlib.contextmanager
-def _compressor(out: IO[bytes], fmt: Format, level: int, threads: int) -> Iterator[IO[bytes]]:
+def _compressor(out: Sink, fmt: Format, level: int, threads: int) -> Iterator[IO[bytes]]:
     if fmt == "tar.gz":
         # zlib-ng on every core, in blocks that join into one gzip member: the bytes depend on the
         # input and the level only (not on the thread count or the time: mtime 0, no file name).
@@ -106,7 +111,8 @@ def _compressor(out: IO[bytes], fmt: Format, level: int, threads: int) -> Iterat
         import zstandard
 
         cctx = zstandard.ZstdCompressor(level=max(level, 1), threads=threads, write_checksum=True)
-        with cctx.stream_writer(out, closefd=False) as zst:
+        # zstandard's stubs ask for IO[bytes]; the writer calls only `write`
+        with cctx.stream_writer(out, closefd=False) as zst:  # type: ignore[arg-type]
             yield zst
 
 
@@ -265,13 +271,21 @@ def _conda_pack(prefix: Path, stream: IO[bytes], only: Collection[str] | None) -
 
 
 class _Hashing(io.RawIOBase):
-    """A file read through a sha256: the checksum comes from the same read as the extraction."""
+    """A file read or written through a sha256: the checksum comes from the same bytes as the
+    extraction, or as the packing."""
 
     def __init__(self, raw: IO[bytes], digest: Any) -> None:
         self.raw, self.digest = raw, digest
 
     def readable(self) -> bool:
         return True
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.digest.update(data)
+        return self.raw.write(data)
 
     def readinto(self, buffer: Any) -> int:
         count = self.raw.readinto(buffer)  # type: ignore[attr-defined]
