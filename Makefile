@@ -37,4 +37,4 @@ lint: setup
 mutation: setup
 	rm -rf mutants
 	$(VENV)/bin/mutmut run $(MUTANTS)
-	$(VENV)/bin/python tests/support/mutation_scores.py
+	$(VENV)/bin/python tests/support/mutation_scores.py $(MUTANTS)

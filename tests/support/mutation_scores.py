@@ -2,10 +2,12 @@
 timed out and not reached by the fast tests, and the score (killed + timed out) / (killed +
 survived + timed out). A timeout is a detected mutant: the tests did not pass (the mutant loops,
 e.g. a read that never reaches the end of the file). Mutants no selected test reaches are counted
-apart: the slower suite covers them, and they are not part of the score."""
+apart: the slower suite covers them, and they are not part of the score. Arguments, if any, are the
+patterns `mutmut run` was given (`baseliner.lint*0`): only the mutants they name are counted."""
 
 from __future__ import annotations
 
+import fnmatch
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -13,6 +15,7 @@ from pathlib import Path
 
 
 def main() -> None:
+    patterns = sys.argv[1:]
     out = subprocess.run(
         [str(Path(sys.executable).with_name("mutmut")), "results", "--all", "true"],
         capture_output=True,
@@ -22,7 +25,7 @@ def main() -> None:
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for line in out.splitlines():
         name, _, status = line.strip().rpartition(": ")
-        if "__mutmut_" not in name:
+        if "__mutmut_" not in name or (patterns and not any(fnmatch.fnmatch(name, p) for p in patterns)):
             continue
         module = ".".join(part for part in name.split("__mutmut_")[0].split(".")[:-1])
         counts[module][status] += 1
