@@ -215,7 +215,7 @@ def _check_symlinks(prefix: Path) -> Iterable[LintFinding]:
         yield LintFinding(
             "error",
             "symlink-escape",
-            f"symlinks point outside the prefix: {', '.join(first_few(escaping))}",
+            f"symlinks point outside the prefix: {', '.join(first_few(sorted(escaping)))}",
             "make the links relative to files inside the environment",
         )
 
