@@ -133,7 +133,10 @@ def test_editable_installs_in_each_of_their_three_forms(tmp_path: Path) -> None:
     (broken / "direct_url.json").write_text("{not json")
     (site / "old.egg-link").write_text("/src/old\n")
     (site / "inside").mkdir()
-    (site / "paths.pth").write_text("inside\n../../../lib\n/src/outside\n ../../../../escape \n")
+    # an `import` line is run, not added to sys.path, whatever it looks like
+    (site / "paths.pth").write_text(
+        "inside\n../../../lib\n/src/outside\n ../../../../escape \nimport ../../../../../x\n"
+    )
     messages = [(f.check, f.message, f.fix) for f in lint_env(prefix)]
     assert messages == [
         (
