@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -262,4 +261,3 @@ def test_findings_are_sorted_errors_first_then_by_check(tmp_path: Path) -> None:
         ("editable", "b.egg-link"),
         ("symlink-escape", "symlinks"),
     ]
-    assert os.path.islink(prefix / "out")
