@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from rattler import GenericVirtualPackage, LockFile, LockPlatform, PrefixRecord, RepoDataRecord
@@ -33,6 +34,15 @@ __all__ = ["EngineError", "LockWriter", "PrefixRecord", "RepoDataRecord"]
 # repodata file over a slow link fits; a host that accepts and never answers does not hang a lock.
 CHANNEL_TIMEOUT = 300
 
+# py-rattler finishes a call on a thread of its own runtime, which still drops its references to
+# Python objects (taking the GIL) after asyncio has the result. A process that exits in that moment
+# aborts ("PyGILState_Release: thread state ... must be current when releasing", the known
+# PyO3/pyo3-async-runtimes#40): seen here once in `make demo` and in 2 of 90 runs of a one-line
+# script whose last call was `index`. Sleeping releases the GIL, so that thread finishes first.
+SETTLE_SECONDS = 0.02
+
+T = TypeVar("T")
+
 
 class EngineError(Exception):
     """py-rattler failed; `text` is what it said (callers wrap it into a BaselinerError)."""
@@ -40,6 +50,14 @@ class EngineError(Exception):
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
+
+
+def _run(call: Coroutine[Any, Any, T]) -> T:
+    """Run one py-rattler coroutine to its end, then let its runtime's thread let go."""
+    try:
+        return asyncio.run(call)
+    finally:
+        time.sleep(SETTLE_SECONDS)
 
 
 @contextmanager
@@ -95,7 +113,7 @@ def solve(
                 )
             )
 
-        return asyncio.run(run())
+        return _run(run())
 
 
 def install(
@@ -112,7 +130,7 @@ def install(
 
     kwargs: dict[str, Any] = {"alternative_target_prefix": alternative_prefix} if alternative_prefix else {}
     with _engine():
-        asyncio.run(
+        _run(
             rattler_install(
                 list(records),
                 target_prefix=prefix,
@@ -132,7 +150,7 @@ def index(channel_dir: Path) -> None:
     from rattler.index import index_fs
 
     with _engine():
-        asyncio.run(index_fs(channel_dir, write_zst=False, write_shards=False, force=True))
+        _run(index_fs(channel_dir, write_zst=False, write_shards=False, force=True))
 
 
 def extract(archive: Path, dest: Path) -> None:
