@@ -9,6 +9,7 @@ on top of the spec's own patterns. Outputs hold no timestamp: rendering twice gi
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -75,10 +76,12 @@ def human_bytes(value: float) -> str:
     return f"{value:.1f} TB"
 
 
+@functools.lru_cache(maxsize=8)
 def environment(templates_dir: Path | None = None) -> jinja2.Environment:
-    """The one jinja environment: the repo's templates first, the packaged ones second."""
+    """The one jinja environment: the repo's templates first, the packaged ones second. One per
+    directory and process, so each template is compiled once (and again when its file changes)."""
     loaders: list[jinja2.BaseLoader] = []
-    if templates_dir is not None and templates_dir.is_dir():
+    if templates_dir is not None:
         loaders.append(jinja2.FileSystemLoader(templates_dir))
     loaders.append(jinja2.FileSystemLoader(PACKAGE_TEMPLATES))
     env = jinja2.Environment(

@@ -9,6 +9,7 @@ would silently keep the last value, so a second `conda:` list would make the fir
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,13 @@ from .errors import Location
 
 # C0 controls except none, DEL and C1 controls: nothing in a spec needs them, and a newline or an
 # escape sequence in a value is how text breaks out of the line of a generated file.
-_CONTROL = {*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)}
+# (A character class, not a per-character loop: every member name of an unpacked tarball is checked.)
+_CONTROL = re.compile("[\x00-\x1f\x7f\x80-\x9f]")
 
 
 def control_characters(text: str) -> list[str]:
     """The control characters in `text`, shown as escapes (empty when clean)."""
-    return [repr(ch) for ch in text if ord(ch) in _CONTROL]
+    return [repr(ch) for ch in _CONTROL.findall(text)]
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,21 @@ def test_repo_templates_override_packaged_ones(make_project: MakeProject) -> Non
     assert outputs["Dockerfile"] == (GOLDEN / "Dockerfile").read_bytes()  # the rest: the packaged ones
 
 
+def test_a_template_edited_between_two_renders_in_one_process_is_read_again(
+    make_project: MakeProject,
+) -> None:
+    # The jinja environment is kept per directory (a no-op rebuild compiles nothing): an edit
+    # must still show, as a long-running process (the test suite, a server) renders again.
+    project = make_project({"golden": _golden_spec()})
+    project.templates_dir.mkdir()
+    template = project.templates_dir / "condarc.j2"
+    template.write_text("channels: []\n")
+    assert _rendered(project, "golden")["condarc"] == b"channels: []\n"
+    template.write_text("channels: [edited]\n")
+    os.utime(template, (1, 1))  # a new mtime even within the filesystem's timestamp granularity
+    assert _rendered(project, "golden")["condarc"] == b"channels: [edited]\n"
+
+
 def test_strict_undefined_turns_a_typo_into_an_error(make_project: MakeProject) -> None:
     project = make_project({"golden": _golden_spec()})
     project.templates_dir.mkdir()
