@@ -285,7 +285,11 @@ def read_source(path: Path) -> YamlSource:
             hint="remove the character (control characters cannot appear in a YAML file)",
         ) from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"{path.name} is not valid YAML: {exc}", where=Location(path, 1)) from None
+        raise SpecError(
+            f"{path.name} is not valid YAML: {exc}",
+            where=Location(path, 1),
+            hint="write it as plain mappings and lists, as the examples in baselines/ are",
+        ) from None
     return source
 
 

@@ -10,6 +10,7 @@ would silently keep the last value, so a second `conda:` list would make the fir
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,29 +59,80 @@ class DuplicateKeyError(yaml.YAMLError):
         self.lines = lines
 
 
-def _index(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> None:
+def _refused(problem: str, node: yaml.Node) -> yaml.MarkedYAMLError:
+    return yaml.MarkedYAMLError(problem=problem, problem_mark=node.start_mark)
+
+
+def _index(
+    node: yaml.Node,
+    path: tuple[Any, ...],
+    lines: dict[tuple[Any, ...], int],
+    duplicates: bool,
+    within: frozenset[int] = frozenset(),
+) -> None:
+    if id(node) in within:  # `&a [*a]`: pyyaml would build a list that holds itself
+        raise _refused("an alias refers to a value that contains it", node)
+    within = within | {id(node)}
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                raise _refused("a key must be a plain value, not a list or a mapping", key)
             child = (*path, key.value)
             line = key.start_mark.line + 1
-            if key.value in seen:
+            if key.value in seen and not duplicates:
                 raise DuplicateKeyError(child, (seen[key.value], line))
             seen[key.value] = line
             lines[child] = line
-            _index(value, child, lines)
+            _index(value, child, lines, duplicates, within)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _index(item, (*path, i), lines)
+            _index(item, (*path, i), lines, duplicates, within)
 
 
-def parse_yaml(text: str, path: Path) -> YamlSource:
-    """Parse `text` (read from `path`) safely; raise `yaml.YAMLError` on malformed input and
-    `DuplicateKeyError` on a key given twice in one mapping (at any depth)."""
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
+def _scalars(node: yaml.Node) -> Iterator[yaml.ScalarNode]:
+    if isinstance(node, yaml.ScalarNode):
+        yield node
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            yield from _scalars(key)
+            yield from _scalars(value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _scalars(item)
+
+
+# What pyyaml's safe constructors raise for a value its tag does not fit (instead of a YAMLError).
+_CONSTRUCT_ERRORS = (ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError)
+
+
+def _construct(node: yaml.Node) -> Any:
+    """The value of a composed document. pyyaml's constructors raise ValueError & co. for a tag the
+    value does not fit (`!!int x`, `!!int`, `!!timestamp x`): a YAML error at the value's line."""
+    try:
+        return yaml.SafeLoader("").construct_document(node)
+    except _CONSTRUCT_ERRORS as exc:
+        for scalar in _scalars(node):
+            try:
+                yaml.SafeLoader("").construct_object(scalar)
+            except _CONSTRUCT_ERRORS:
+                tag = scalar.tag.replace("tag:yaml.org,2002:", "!!")
+                raise _refused(f"the value {scalar.value!r} is not a valid {tag}", scalar) from None
+        raise _refused(f"a value cannot be read ({exc})", node) from None
+
+
+def parse_yaml(text: str, path: Path, duplicate_keys: bool = False) -> YamlSource:
+    """Parse `text` (read from `path`) safely; raise `yaml.YAMLError` on malformed input (with the
+    line: also a value its tag refuses, a key that is a list, an alias inside itself) and, unless
+    `duplicate_keys` (the last one wins, as in pyyaml), `DuplicateKeyError` on a key given twice in
+    one mapping (at any depth)."""
     lines: dict[tuple[Any, ...], int] = {}
-    if node is not None:
-        _index(node, (), lines)
-    data = yaml.safe_load(text)
-    return YamlSource(path=path, data=data, lines=lines)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is None:
+            return YamlSource(path=path, data=None, lines=lines)
+        _index(node, (), lines, duplicate_keys)
+        return YamlSource(path=path, data=_construct(node), lines=lines)
+    except RecursionError:  # pyyaml composes and constructs recursively
+        raise yaml.YAMLError("collections are nested deeper than this parser can follow") from None

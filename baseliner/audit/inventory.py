@@ -28,6 +28,7 @@ import yaml
 
 from ..lint import pip_distributions
 from ..pypi import normalise
+from ..yamlsource import parse_yaml
 
 Source = Literal["conda", "pip"]
 Kind = Literal["prefix", "export", "explicit", "conda-lock"]
@@ -257,16 +258,23 @@ def _pip_dep(text: str) -> Package | None:
     )
 
 
-def parse_env_yaml(path: Path, text: str) -> EnvProfile:
-    """`conda env export` output (with or without builds) or a hand-written environment.yml."""
-    profile = EnvProfile(_env_name(path), str(path), "export")
+def _yaml_data(path: Path, text: str, profile: EnvProfile) -> Any:
+    """The YAML in `text`, or None with the reason (file:line) in `profile.unreadable`."""
     try:
-        data = yaml.safe_load(text)
+        return parse_yaml(text, path, duplicate_keys=True).data
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         profile.unreadable.append(
             f"{path}:{mark.line + 1 if mark else 0}: not YAML ({getattr(exc, 'problem', exc)})"
         )
+        return None
+
+
+def parse_env_yaml(path: Path, text: str) -> EnvProfile:
+    """`conda env export` output (with or without builds) or a hand-written environment.yml."""
+    profile = EnvProfile(_env_name(path), str(path), "export")
+    data = _yaml_data(path, text, profile)
+    if profile.unreadable:
         return profile
     if not isinstance(data, dict):
         profile.unreadable.append(f"{path}:1: not a mapping")
@@ -299,8 +307,12 @@ def parse_env_yaml(path: Path, text: str) -> EnvProfile:
 def parse_conda_lock(path: Path, text: str, platform: str = "linux-64") -> EnvProfile:
     """A conda-lock file's packages for `platform` (or its first platform)."""
     profile = EnvProfile(_env_name(path), str(path), "conda-lock")
-    data = yaml.safe_load(text)
-    packages = data.get("package", []) if isinstance(data, dict) else []
+    data = _yaml_data(path, text, profile)
+    if not isinstance(data, dict):
+        if not profile.unreadable:
+            profile.unreadable.append(f"{path}:1: not a mapping")
+        return profile
+    packages = data["package"] if isinstance(data.get("package"), list) else []
     platforms = sorted({str(p.get("platform")) for p in packages if isinstance(p, dict)})
     chosen = platform if platform in platforms else (platforms[0] if platforms else platform)
     for item in packages:
@@ -325,10 +337,9 @@ def parse_conda_lock(path: Path, text: str, platform: str = "linux-64") -> EnvPr
                 source,
             )
         )
-    profile.channels = [
-        str(c.get("url", c)) if isinstance(c, dict) else str(c)
-        for c in (data.get("metadata", {}) or {}).get("channels", [])
-    ]
+    metadata = data["metadata"] if isinstance(data.get("metadata"), dict) else {}
+    channels = metadata["channels"] if isinstance(metadata.get("channels"), list) else []
+    profile.channels = [str(c.get("url", c)) if isinstance(c, dict) else str(c) for c in channels]
     return profile
 
 

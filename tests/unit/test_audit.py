@@ -199,3 +199,41 @@ def test_scan_is_inventory_and_disk_side_by_side(tmp_path: Path) -> None:
         ["du", "-sbc", *(e.location for e in envs), str(cache)], capture_output=True, text=True
     )
     assert usage.total == int(du.stdout.splitlines()[-1].split()[0])
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "unreadable"),
+    [
+        (
+            "tagged.yml",
+            "name: t\ndependencies:\n  - !!int numpy\n",
+            ["tagged.yml:3: not YAML (the value 'numpy' is not a valid !!int)"],
+        ),
+        (
+            "self.yml",
+            "dependencies: &a [*a]\n",
+            ["self.yml:1: not YAML (an alias refers to a value that contains it)"],
+        ),
+        (
+            "keys.yml",
+            "? [1]\n: 2\n",
+            ["keys.yml:1: not YAML (a key must be a plain value, not a list or a mapping)"],
+        ),
+        ("list.yml", "- numpy\n", ["list.yml:1: not a mapping"]),
+        (
+            "lock.yml",
+            "package:\n  - !!float x\nmanager: conda\n",
+            ["lock.yml:2: not YAML (the value 'x' is not a valid !!float)"],
+        ),
+        ("odd-lock.yml", "package: 5\nmanager: conda\nmetadata: [1]\n", []),
+    ],
+)
+def test_an_export_pyyaml_cannot_construct_is_listed_as_unreadable(
+    tmp_path: Path, name: str, text: str, unreadable: list[str]
+) -> None:
+    # An audit reads other people's files: one odd file is a line in the report, not a traceback.
+    path = tmp_path / name
+    path.write_text(text)
+    profile = read_file(path)
+    assert [line.removeprefix(f"{tmp_path}/") for line in profile.unreadable] == unreadable
+    assert profile.packages == []

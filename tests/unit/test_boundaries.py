@@ -256,10 +256,14 @@ def test_any_yaml_a_user_writes_is_loaded_or_refused_with_file_and_line(tmp_path
         st.dictionaries(keys, values, max_size=6),
         values,
     )
+    # Text made of YAML's own syntax: tags, anchors and aliases, complex keys, flow collections.
+    fragments = ["!!int ", "!!float ", "!!timestamp ", "!!binary ", "!!str ", "&a ", "*a", "? ", "[", "]"]
+    fragments += ["{", "}", ": ", ", ", "- ", "\n", "  ", "x", "1", "name", "conda", "#", "'", '"', "---\n"]
+    syntax = st.lists(st.sampled_from(fragments), max_size=16).map("".join)
     counter = iter(range(10**9))
 
-    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(document=documents, raw=st.one_of(st.none(), st.text(max_size=40)))
+    @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(document=documents, raw=st.one_of(st.none(), st.text(max_size=40), syntax))
     def check(document: object, raw: str | None) -> None:
         root = tmp_path / f"repo{next(counter)}" / "baselines"
         root.mkdir(parents=True)

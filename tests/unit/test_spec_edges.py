@@ -97,6 +97,36 @@ def test_duplicate_keys_and_broken_yaml_name_the_file_line_and_fix(tmp_path: Pat
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "message", "line"),
+    [
+        ("name: x\nversion: !!int one\n", "the value 'one' is not a valid !!int", 2),
+        ("name: x\nwhen: !!timestamp soon\n", "the value 'soon' is not a valid !!timestamp", 2),
+        ("name: x\nconda: &a [*a]\n", "an alias refers to a value that contains it", 2),
+        ("name: x\n? [1, 2]\n: pip\n", "a key must be a plain value, not a list or a mapping", 2),
+        ("name: x\nimage: {[1]: 2}\n", "a key must be a plain value, not a list or a mapping", 2),
+        ("a: " + "[" * 5000 + "]" * 5000, "collections are nested deeper than this parser can follow", 1),
+    ],
+)
+def test_a_value_pyyaml_cannot_construct_is_refused_with_its_line(
+    tmp_path: Path, text: str, message: str, line: int
+) -> None:
+    # pyyaml raises ValueError, AttributeError, TypeError or RecursionError for these.
+    with pytest.raises(SpecError) as caught:
+        _repo(tmp_path, odd=text).resolve("odd")
+    assert caught.value.message == f"odd.yaml is not valid YAML: {message}"
+    assert caught.value.where is not None
+    assert (Path(caught.value.where.path), caught.value.where.line) == (
+        tmp_path / "baselines" / "odd.yaml",
+        line,
+    )
+    assert caught.value.hint == (
+        "write it as plain mappings and lists, as the examples in baselines/ are"
+        if "nested" in message
+        else "check indentation and quoting near that line"
+    )
+
+
 def test_unknown_names_list_the_known_ones_and_how_many_more(tmp_path: Path) -> None:
     five = {f"b{i}": ROOT.replace("name: root", f"name: b{i}") for i in range(5)}
     repo = _repo(
