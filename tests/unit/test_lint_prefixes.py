@@ -85,7 +85,11 @@ def test_a_clean_prefix_has_no_findings(tmp_path: Path) -> None:
     (prefix / "bin" / "alias").symlink_to("tool")
     _pip(prefix, "extra-2.0", b"Name: extra\nVersion: 2.0\n", ["extra.py,,"])
     (prefix / SITE / "extra.py").write_text("")
-    (prefix / SITE / "local.pth").write_text("# a comment\n\nimport os\nextra\n")
+    # An "import" line is code, not a path: followed as one, this one would leave the prefix.
+    escape = "../" * 16
+    (prefix / SITE / "local.pth").write_text(
+        f"# a comment\n\nimport sys; sys.path.insert(0, '{escape}x')\nextra\n"
+    )
     assert lint_env(prefix) == []
     assert lint_env(tmp_path / "no-such-env") == []
 
@@ -186,18 +190,21 @@ def test_missing_changed_and_too_long_files_are_named_per_package(tmp_path: Path
     ]
     record_path.write_text(json.dumps(record))
     (prefix / "lib" / "in-prefix").write_bytes(b"p")
-    for i in range(6):
-        (prefix / f"lib/f{i}").unlink()  # six missing, and lib/link: seven
+    for i in range(5):
+        (prefix / f"lib/f{i}").unlink()  # five missing, and lib/link: six
+    (prefix / "lib/f5").write_bytes(b"changed")
     (prefix / "lib/f6").write_bytes(b"changed")
-    assert [(f.check, f.message, f.fix) for f in lint_env(prefix)] == [
+    assert [(f.severity, f.check, f.message, f.fix) for f in lint_env(prefix)] == [
         (
+            "error",
             "changed-file",
-            "pkg 2.0: files differ from conda-meta: lib/f6",
+            "pkg 2.0: files differ from conda-meta: lib/f5, lib/f6",
             "rebuild the environment; a later install step modified package files",
         ),
         (
+            "error",
             "missing-file",
-            "pkg 2.0: files listed in conda-meta are missing: lib/f0, lib/f1, lib/f2, + 4 others",
+            "pkg 2.0: files listed in conda-meta are missing: lib/f0, lib/f1, lib/f2, + 3 others",
             "rebuild the environment; something deleted package files",
         ),
     ]

@@ -161,6 +161,7 @@ def test_a_deleted_manifest_and_a_changed_file_are_named(store: Store, tmp_path:
     with pytest.raises(StoreError) as changed:
         store.fetch("demo", "1.0", tarball, tmp_path / "got" / tarball)
     assert changed.value.message == f"store file demo/1.0/{tarball} does not match its manifest checksum"
+    assert changed.value.hint == "the store entry is corrupt; publish again"
     assert not (tmp_path / "got" / tarball).exists()
     (version / "manifest.json").unlink()
     with pytest.raises(StoreError) as missing:
@@ -174,11 +175,25 @@ def test_a_pull_brings_the_checked_tarball_and_refuses_a_bad_ref(store: Store, t
     assert [p.name for p in got] == ["demo-1.0-linux-64.tar.gz", "demo-1.0-linux-64.tar.gz.sha256"]
     assert got[0].read_bytes() == b"an env"
     assert sorted(p.name for p in (tmp_path / "pulled").iterdir()) == sorted(p.name for p in got)
+    assert pull(store, "demo@1.0", tmp_path / "pulled") == got  # again into the same directory
     for ref in ("demo", "demo@", "@1.0"):
         with pytest.raises(StoreError) as caught:
             pull(store, ref, tmp_path / "bad")
         assert caught.value.message == f"{ref!r} is not NAME@VERSION"
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_pulled_tarball_must_have_the_sha256_its_manifest_names(store: Store, tmp_path: Path) -> None:
+    # Each file matches its own checksum, and the tarball and its .sha256 agree, but the manifest
+    # names another environment: the pull refuses what it would unpack.
+    path = store.path / "demo" / "1.0" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["tarball"]["sha256"] = "0" * 64
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(StoreError) as caught:
+        pull(store, "demo@1.0", tmp_path / "pulled")
+    assert caught.value.message == "demo-1.0-linux-64.tar.gz does not match the sha256 its manifest names"
+    assert caught.value.hint == "pull again"
 
 
 def test_publishing_writes_the_index_entry_and_every_files_sha256(store: Store) -> None:
