@@ -82,8 +82,9 @@ def pack_env(
 
     One pass: conda-pack's own Packer chooses the files and rewrites what must be rewritten
     (conda-meta, the prefix records, `bin/conda-unpack`); each member goes, with a fixed mtime and
-    root ownership, straight into the compressor (ISA-L's gzip, or zstd), which writes the file. No
-    intermediate tar touches the disk, and memory does not grow with the environment.
+    root ownership, straight into the compressor (zlib-ng in blocks on every core, or zstd), which
+    writes the file. No intermediate tar touches the disk, and memory does not grow with the
+    environment.
 
     With `only`, just those prefix-relative files go in (a delta); `conda-unpack` then rewrites the
     prefix in those files alone."""
@@ -311,9 +312,14 @@ def open_tarball(path: Path, digest: Any = None) -> Iterator[tarfile.TarFile]:
             ):
                 yield tar
         elif name.endswith((".tar.gz", ".tgz")):
-            from isal import igzip  # ISA-L's gunzip: the same bytes out as zlib's, faster
+            # ISA-L's gunzip (the same bytes out as zlib's, faster) on a thread of its own, which
+            # also reads and hashes the file: it releases the GIL while the main thread extracts.
+            from isal import igzip_threaded
 
-            with igzip.open(source, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            with (
+                igzip_threaded.open(source, "rb", threads=1) as stream,
+                tarfile.open(fileobj=stream, mode="r|") as tar,
+            ):
                 yield tar
         else:
             with tarfile.open(fileobj=source, mode="r|") as tar:
