@@ -198,6 +198,8 @@ def test_pack_writes_one_checked_file_compressed_as_asked(
     assert refused.value.message == f"conda-pack refused {prefix}"
     assert refused.value.hint == "the environment may have been changed outside conda; rebuild it"
     assert "bin/prefixdemo" in "\n".join(refused.value.details)
+    # conda-pack's whole message is shown, to its last line of advice (more than the usual five)
+    assert "  - only one version of each package is installed (conda preferred)." in refused.value.render()
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"ml.{fmt}", f"ml.{fmt}.sha256", f"delta.{fmt}", f"delta.{fmt}.sha256"]
     )
