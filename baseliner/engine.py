@@ -18,6 +18,8 @@ are: they are the values the rest of the code reads (name, version, build, url, 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import os
 import time
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
@@ -38,7 +40,8 @@ CHANNEL_TIMEOUT = 300
 # Python objects (taking the GIL) after asyncio has the result. A process that exits in that moment
 # aborts ("PyGILState_Release: thread state ... must be current when releasing", the known
 # PyO3/pyo3-async-runtimes#40): seen here once in `make demo` and in 2 of 90 runs of a one-line
-# script whose last call was `index`. Sleeping releases the GIL, so that thread finishes first.
+# script whose last call was `index`. A process that called py-rattler sleeps once at exit,
+# before finalizing (atexit): that releases the GIL, so the thread finishes while Python is whole.
 SETTLE_SECONDS = 0.02
 
 T = TypeVar("T")
@@ -52,12 +55,15 @@ class EngineError(Exception):
         self.text = text
 
 
+@functools.cache
+def _settle_at_exit() -> None:
+    atexit.register(time.sleep, SETTLE_SECONDS)
+
+
 def _run(call: Coroutine[Any, Any, T]) -> T:
-    """Run one py-rattler coroutine to its end, then let its runtime's thread let go."""
-    try:
-        return asyncio.run(call)
-    finally:
-        time.sleep(SETTLE_SECONDS)
+    """Run one py-rattler coroutine to its end (its runtime's thread is let go at exit)."""
+    _settle_at_exit()
+    return asyncio.run(call)
 
 
 @contextmanager
