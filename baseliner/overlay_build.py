@@ -336,6 +336,32 @@ def overlay_stale_hash(overlay: Overlay) -> str:
     return hashlib.sha256(overlay.lock_path.read_bytes()).hexdigest()[:12]
 
 
+def _local_base_ref(client: Any, base: Base, base_ref: str) -> str:
+    """The reference to build FROM. A base published without a registry names its image by an id
+    that only the engine which built it has; on another engine (or after a prune) the base's own
+    tag stands in when it carries the published build key, i.e. it was built from the same lock
+    and spec. Otherwise the id is refused with the command that makes it here."""
+    from . import images
+
+    if "@" in base_ref or images.image_exists(client, base_ref):
+        return base_ref
+    manifest = base.manifest or {}
+    for tag in (manifest.get("image") or {}).get("tags") or []:
+        if images.image_exists(client, tag):
+            key = images.inspect_labels(client, tag).get(BUILD_KEY_LABEL)
+            if key and key == manifest.get("build_key"):
+                return str(images.ensure_image(client, tag))
+    raise StoreError(
+        f"the image of base {base.ref} is not on this Docker Engine",
+        details=[
+            f"published as the local image {base_ref}, without a registry digest",
+            f"no local {', '.join((manifest.get('image') or {}).get('tags') or ['tag'])} has its build key",
+        ],
+        hint=f"build the base here (`invoke build-baseline {base.name}`: the same lock gives the same "
+        f"build key), or publish it with --registry so that any engine can pull it",
+    )
+
+
 def _image_steps(
     project: Project,
     overlay: Overlay,
@@ -364,6 +390,7 @@ def _image_steps(
     client = connect_or_note(result, connect, report)
     if client is None:
         return
+    base_ref = _local_base_ref(client, base, base_ref)
     tag = overlay_image_tag(overlay, base)
     fresh = images.image_exists(client, tag) and images.inspect_labels(client, tag).get(BUILD_KEY_LABEL)
     if not options.force and not result.rebuilt and fresh == result.build_key:

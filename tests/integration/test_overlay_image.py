@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from baseliner.build import BuildOptions, build_baseline
+from baseliner.errors import StoreError
 from baseliner.images import run
 from baseliner.overlay import load_overlay, lock_overlay, resolve_base
 from baseliner.overlay_build import build_overlay
@@ -104,4 +106,54 @@ def test_overlay_image_reuses_base_layers_and_adds_one(
     finally:
         docker_client.images.remove(tag, force=True)
         for ref in result.image_tags:
+            docker_client.images.remove(ref, force=True)
+
+
+def test_an_overlay_on_a_base_built_on_another_engine_uses_the_local_build_of_the_same_lock(
+    make_project: MakeProject, docker_client: Any, tmp_path: Path
+) -> None:
+    """Published without a registry, a base names its image by an id only the engine that built
+    it has. Here the id is another engine's: the local tag built from the same lock (its build key)
+    stands in, and a tag built from anything else is refused with the command that fixes it."""
+    name = "ovlocal"
+    project = make_project({name: spec(name, conda=["python 3.*", "hello-noarch"])})
+    result = build_baseline(project, name, BuildOptions(), connect=lambda: docker_client)
+    store = Store(project.store_location)
+    publish_baseline(project, name, store)
+    path = tmp_path / "proj" / "overlay.yaml"
+    path.parent.mkdir()
+    path.write_text(
+        yaml.safe_dump(
+            {"schema_version": 1, "name": "proj-local", "extends": f"{name}@1.0", "conda": ["prefixdemo"]}
+        )
+    )
+    overlay = load_overlay(path)
+    published = resolve_base(overlay, store, tmp_path / "bases")
+    assert published.manifest is not None
+    elsewhere = {**published.manifest["image"], "id": "sha256:" + "ab" * 32}
+    base = dataclasses.replace(published, manifest={**published.manifest, "image": elsewhere})
+    lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.config.pip_index_url)
+    local_id = docker_client.images.get(result.image_tags[1]).id
+    tags: tuple[str, ...] = ()
+    try:
+        built = build_overlay(project, overlay, base, BuildOptions(), connect=lambda: docker_client)
+        tags = built.image_tags
+        assert built.steps[3].detail.endswith(f"FROM {local_id}")
+        assert run(docker_client, tags[0], ["prefixdemo"]).output.strip() == "/opt/env"
+
+        other = docker_client.images.get("baseliner/debian-base:bookworm")
+        for ref in result.image_tags:  # the tags now name an image of other content
+            repository, tag = ref.rsplit(":", 1)
+            other.tag(repository, tag)
+        with pytest.raises(StoreError) as caught:
+            build_overlay(project, overlay, base, BuildOptions(force=True), connect=lambda: docker_client)
+        assert caught.value.message == f"the image of base {name}@1.0 is not on this Docker Engine"
+        assert f"published as the local image {elsewhere['id']}" in caught.value.details[0]
+        assert caught.value.hint.startswith(f"build the base here (`invoke build-baseline {name}`")
+    finally:
+        for ref in tags:
+            docker_client.images.remove(ref, force=True)
+        for ref in result.image_tags:  # back on the base's own image, then removed with it
+            repository, tag = ref.rsplit(":", 1)
+            docker_client.images.get(local_id).tag(repository, tag)
             docker_client.images.remove(ref, force=True)
