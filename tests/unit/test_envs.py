@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from baseliner.channels import DEFAULT_CHANNEL_ALIAS
+from baseliner.envs import RELOCATABLE_LAUNCHER, _with_top_level
 from baseliner.errors import EnvError
 
 from ..conftest import FULL, MakeProject, install_baseline, spec
@@ -41,6 +45,55 @@ def test_installed_env_is_an_ordinary_conda_prefix(make_project: MakeProject) ->
     assert TEXT_PLACEHOLDER not in config
     assert BINARY_PLACEHOLDER.encode() not in (prefix / "bin/prefixdemo").read_bytes()
     assert not list(prefix.parent.glob(".staging-*"))
+    # the console script got a relocatable launcher, and its RECORD line the new hash and size
+    script = (prefix / "bin/tinyutil").read_bytes()
+    assert script.startswith(RELOCATABLE_LAUNCHER)
+    (record,) = prefix.glob("lib/python*/site-packages/tinyutil-*.dist-info/RECORD")
+    digest = base64.urlsafe_b64encode(hashlib.sha256(script).digest()).rstrip(b"=").decode()
+    lines = [
+        line
+        for line in record.read_text().splitlines()
+        if line.endswith(f"/bin/tinyutil,sha256={digest},{len(script)}")
+    ]
+    assert len(lines) == 1, record.read_text()
+
+
+def test_conda_meta_names_the_canonical_channel_in_the_installers_own_layout(
+    make_project: MakeProject,
+) -> None:
+    """The records name the lock's canonical URL, not the mirror; only those two values change, so
+    the installer's layout (two-space indent) stays, and the file is the same JSON otherwise."""
+    project = make_project({"ml": spec("ml", **FULL)})
+    prefix = install_baseline(project, "ml")
+    canonical = f"{DEFAULT_CHANNEL_ALIAS}/fixture"  # the spec's channel `fixture`, mirrored on disk
+    for path in (prefix / "conda-meta").glob("*.json"):
+        text = path.read_text()
+        record = json.loads(text)
+        assert record["url"].startswith(canonical + "/") and record["channel"] == canonical + "/"
+        assert text.startswith('{\n  "'), text[:40]
+
+
+def test_a_record_edit_that_cannot_be_made_in_place_is_written_whole() -> None:
+    old = {"url": "file:///m/x.conda", "channel": "file:///m/", "n": 1}
+    new = {**old, "url": "https://c.example/x.conda", "channel": "https://c.example/"}
+    text = json.dumps(old, indent=2)
+    assert _with_top_level(text, old, new) == json.dumps(new, indent=2)  # edited in place
+    twice = {**old, "link": {"url": "file:///m/x.conda"}}  # the same pair nested: not edited in place
+    assert json.loads(_with_top_level(json.dumps(twice, indent=2), twice, {**twice, "url": "u"})) == {
+        **twice,
+        "url": "u",
+    }
+    assert (
+        _with_top_level(json.dumps(twice, indent=2), twice, {**twice, "url": "u"})
+        == json.dumps({**twice, "url": "u"}, indent=1) + "\n"
+    )
+    missing = {"url": "file:///m/x.conda"}  # a key the record lacks is added by a full dump
+    assert _with_top_level(json.dumps(missing), missing, new) == json.dumps(new, indent=1) + "\n"
+    escaped = {"url": "file:///m/\u00e9.conda"}  # written unescaped by the installer: no match
+    assert (
+        _with_top_level(json.dumps(escaped, ensure_ascii=False), escaped, {"url": "u"})
+        == json.dumps({"url": "u"}, indent=1) + "\n"
+    )
 
 
 def test_files_are_hardlinked_from_the_package_cache(make_project: MakeProject) -> None:
