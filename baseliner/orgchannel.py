@@ -43,7 +43,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from .atomic import Report, silent, write_atomic, write_json_atomic
-from .channels import current_subdir, index_channel, python_package_spec
+from .channels import PYTHON_PACKAGE_FORMAT, current_subdir, index_channel, python_package_spec
 from .concurrency import scratch_file
 from .condapkg import FileEntry, PackageSpec, Symlink, tree_files, write_package
 from .errors import ChannelError, Location
@@ -407,7 +407,12 @@ def build_org_channel(
     pins = read_pins(channel)
     lock_sha = hashlib.sha256(channel.lock_path.read_bytes()).hexdigest()
     state_path = channel_dir / STATE_FILE
-    want = {"builder": BUILDER_VERSION, "lock_sha256": lock_sha, "interpreter": _interpreter_key()}
+    want = {
+        "builder": BUILDER_VERSION,
+        "python_package": PYTHON_PACKAGE_FORMAT,
+        "lock_sha256": lock_sha,
+        "interpreter": _interpreter_key(),
+    }
     state = _read_state(state_path)
     if state.get("key") == want and all((channel_dir / f).is_file() for f in state.get("files", [])):
         report(f"org channel {spec.name!r} is up to date at {channel_dir}")

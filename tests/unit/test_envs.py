@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,21 @@ def test_installed_env_is_an_ordinary_conda_prefix(make_project: MakeProject) ->
     assert TEXT_PLACEHOLDER not in config
     assert BINARY_PLACEHOLDER.encode() not in (prefix / "bin/prefixdemo").read_bytes()
     assert not list(prefix.parent.glob(".staging-*"))
+    # the standard library comes compiled, as a conda python does: imported from checked-hash pycs
+    probe = subprocess.run(
+        [prefix / "bin/python", "-v", "-c", "import json.decoder"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    pyc = prefix / f"lib/python{sys.version_info.major}.{sys.version_info.minor}/json/__pycache__"
+    assert (
+        f"{pyc}/decoder.cpython-{sys.version_info.major}{sys.version_info.minor}.pyc matches" in probe.stderr
+    )
+    assert (pyc / f"decoder.cpython-{sys.version_info.major}{sys.version_info.minor}.pyc").read_bytes()[
+        4:8
+    ] == b"\x03\0\0\0"
     # the console script got a relocatable launcher, and its RECORD line the new hash and size
     script = (prefix / "bin/tinyutil").read_bytes()
     assert script.startswith(RELOCATABLE_LAUNCHER)
