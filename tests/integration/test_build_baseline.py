@@ -62,6 +62,18 @@ def test_image_runs_env_python_as_non_root_without_network(built: Any, docker_cl
     assert ep.output.strip() == "hello from noarch"
     demo = run(docker_client, ref, ["prefixdemo"])
     assert demo.output.strip() == "/opt/env"  # binary placeholder rewritten to the image prefix
+    # site-packages comes byte-compiled (the stdlib with the python package): the container
+    # imports its packages from pycs, so a read-only root filesystem compiles nothing at start
+    verbose = run(
+        docker_client, ref, ["python", "-B", "-v", "-c", "import json, tinyapp, hello_noarch"]
+    ).output
+    lines = verbose.splitlines()
+    from_pyc = [line.rsplit(" matches ", 1)[1] for line in lines if " matches " in line]
+    assert any("/site-packages/tinyapp/" in p for p in from_pyc), verbose[-2000:]  # pip's
+    assert any("/site-packages/hello_noarch" in p for p in from_pyc), verbose[-2000:]  # conda's
+    assert any(p.endswith("/json/__init__.py") for p in from_pyc), verbose[-2000:]  # the stdlib's
+    compiled_now = [line for line in lines if line.startswith("# code object from /opt/env/")]
+    assert compiled_now == [], compiled_now[:5]
     labels = docker_client.images.get(ref).labels
     assert labels["org.opencontainers.image.title"] == _name(project)
     assert ref.endswith(labels["io.baseliner.lock-hash"][:12])
