@@ -73,7 +73,8 @@ class BuildPaths:
         return self.out_dir / "manifest.json"
 
 
-def _templates_digest(project: Project) -> str:
+def templates_digest(project: Project) -> str:
+    """sha256 of every template a build renders (the project's and baseliner's own)."""
     digest = hashlib.sha256()
     for directory in (project.templates_dir, PACKAGE_TEMPLATES):
         if directory.is_dir():
@@ -88,7 +89,7 @@ def build_key(project: Project, baseline: Baseline, options: BuildOptions) -> st
         "v": 1,
         "baseliner": __version__,
         "lock": lock_hash(baseline.path),
-        "templates": _templates_digest(project),
+        "templates": templates_digest(project),
         "platform": options.platform,
         "pack": baseline.pack.model_dump(mode="json"),
         "image": baseline.image.model_dump(mode="json"),

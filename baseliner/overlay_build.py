@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .artifacts import DeltaManifest, EnvMarker, OverlayMarker, load, read
 from .atomic import Report, silent, write_json_atomic
+from .build import templates_digest
 from .channels import credentials
 from .concurrency import hold, scratch
 from .condapkg import FIXED_MTIME
@@ -52,8 +54,6 @@ if TYPE_CHECKING:
 
 def overlay_build_key(overlay: Overlay, base: Base, platform: str) -> str:
     """sha256 of what an overlay build's outputs depend on: its locks, its base, how it is packed."""
-    import hashlib
-
     pip = overlay.pip_path(platform)
     data = {
         "v": 1,
@@ -331,8 +331,6 @@ def overlay_image_tag(overlay: Overlay, base: Base) -> str:
 
 def overlay_stale_hash(overlay: Overlay) -> str:
     """12 hex of the sha256 of the overlay's lock file."""
-    import hashlib
-
     return hashlib.sha256(overlay.lock_path.read_bytes()).hexdigest()[:12]
 
 
@@ -392,8 +390,10 @@ def _image_steps(
         return
     base_ref = _local_base_ref(client, base, base_ref)
     tag = overlay_image_tag(overlay, base)
+    # The image depends on the templates too (the delta does not): a changed template rebuilds it.
+    image_key = hashlib.sha256(f"{result.build_key}\0{templates_digest(project)}".encode()).hexdigest()
     fresh = images.image_exists(client, tag) and images.inspect_labels(client, tag).get(BUILD_KEY_LABEL)
-    if not options.force and not result.rebuilt and fresh == result.build_key:
+    if not options.force and not result.rebuilt and fresh == image_key:
         result.image_tags, result.image_note = (tag,), "fresh"
         return
     result.rebuilt = True
@@ -425,7 +425,7 @@ def _image_steps(
             for name, data in context.items():
                 (tmp / name).write_bytes(data)
             shutil.copy2(result.delta, tmp / result.delta.name)
-            build_labels = {BUILD_KEY_LABEL: result.build_key, **vcs_labels(overlay.path.parent)}
+            build_labels = {BUILD_KEY_LABEL: image_key, **vcs_labels(overlay.path.parent)}
             built = images.build_image(client, tmp, [tag], base_ref, labels=build_labels, report=report)
         detail.append(f"{tag} ({built.id[7:19]}) FROM {base_ref}")
     with step(result, "smoke", report) as detail:

@@ -16,6 +16,7 @@ from baseliner.images import run
 from baseliner.overlay import load_overlay, lock_overlay, resolve_base
 from baseliner.overlay_build import build_overlay
 from baseliner.publish import publish_baseline
+from baseliner.render import PACKAGE_TEMPLATES
 from baseliner.store import Store
 
 from ..conftest import MakeProject, spec
@@ -78,6 +79,14 @@ def test_overlay_image_reuses_base_layers_and_adds_one(
         again = build_overlay(project, overlay, base, BuildOptions(), connect=lambda: docker_client)
         assert (again.rebuilt, again.steps, again.image_note) == (False, [], "fresh")
         assert docker_client.images.get(tag).id == docker_client.images.get(again.image_tags[0]).id
+        # a site's own overlay template: the image is built again, the delta is not
+        project.templates_dir.mkdir(parents=True, exist_ok=True)
+        own = (PACKAGE_TEMPLATES / "overlay.Dockerfile.j2").read_text() + "# this site's line\n"
+        (project.templates_dir / "overlay.Dockerfile.j2").write_text(own)
+        key_before = docker_client.images.get(tag).labels["io.baseliner.build-key"]
+        edited = build_overlay(project, overlay, base, BuildOptions(), connect=lambda: docker_client)
+        assert [s.name for s in edited.steps] == ["image", "smoke"]
+        assert docker_client.images.get(tag).labels["io.baseliner.build-key"] != key_before
         base_layers, ov_layers = layers(docker_client, digest_ref), layers(docker_client, tag)
         assert ov_layers[: len(base_layers)] == base_layers  # the base's layers, untouched
         assert len(ov_layers) == len(base_layers) + 1  # exactly one added layer
@@ -95,6 +104,13 @@ def test_overlay_image_reuses_base_layers_and_adds_one(
         assert probe.exit_code == 0, probe.output
         assert probe.output.split() == ["1000", "42"]
         assert run(docker_client, tag, ["prefixdemo"]).output.strip() == "/opt/env"
+        # the delta's modules come compiled too: nothing is compiled at import
+        verbose = run(docker_client, tag, ["python", "-B", "-v", "-c", "import tinyapp, tinyutil"]).output
+        lines = verbose.splitlines()
+        from_pyc = [line.rsplit(" matches ", 1)[1] for line in lines if " matches " in line]
+        assert any("/site-packages/tinyapp/" in p for p in from_pyc), verbose[-2000:]  # the overlay's
+        assert any("/site-packages/tinyutil" in p for p in from_pyc), verbose[-2000:]  # the base's
+        assert [line for line in lines if line.startswith("# code object from /opt/env/")] == []
         base_labels = docker_client.images.get(digest_ref).labels
         assert (
             base_labels["org.opencontainers.image.source"] == "ssh://git.example.org/platform/baselines.git"
