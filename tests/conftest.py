@@ -110,6 +110,14 @@ def spec(name: str, **fields: object) -> dict:
     return base
 
 
+def write_overlay(directory: Path, name: str, extends: str, **fields: object) -> Path:
+    """An overlay.yaml in `directory` (created) for `name` on `extends`, with `fields` added."""
+    path = directory / "overlay.yaml"
+    directory.mkdir(parents=True)
+    path.write_text(yaml.safe_dump({"schema_version": 1, "name": name, "extends": extends, **fields}))
+    return path
+
+
 @pytest.fixture
 def copy_data(tmp_path: Path) -> Callable[[str], Path]:
     """Copy a file or folder from tests/data into tmp_path (fixture data is never written in place)."""

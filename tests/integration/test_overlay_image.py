@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from baseliner.build import BuildOptions, build_baseline
 from baseliner.errors import StoreError
@@ -19,7 +18,7 @@ from baseliner.publish import publish_baseline
 from baseliner.render import PACKAGE_TEMPLATES
 from baseliner.store import Store
 
-from ..conftest import MakeProject, spec
+from ..conftest import MakeProject, spec, write_overlay
 from ..support.serving import layers, size
 
 pytestmark = pytest.mark.docker
@@ -52,19 +51,7 @@ def test_overlay_image_reuses_base_layers_and_adds_one(
     digest_ref = entry["image"]["digest"]
     assert digest_ref.startswith(f"{registry}/org/{name}@sha256:")
 
-    path = tmp_path / "proj" / "overlay.yaml"
-    path.parent.mkdir()
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "schema_version": 1,
-                "name": "proj-ov",
-                "extends": f"{name}@1.0",
-                "conda": ["prefixdemo"],
-                "pip": ["tinyapp"],
-            }
-        )
-    )
+    path = write_overlay(tmp_path / "proj", "proj-ov", f"{name}@1.0", conda=["prefixdemo"], pip=["tinyapp"])
     (path.parent / "baseliner.yaml").write_text(
         (project.root / "baseliner.yaml").read_text() + f"store: {project.store_location}\n"
     )
@@ -136,13 +123,7 @@ def test_an_overlay_on_a_base_built_on_another_engine_uses_the_local_build_of_th
     result = build_baseline(project, name, BuildOptions(), connect=lambda: docker_client)
     store = Store(project.store_location)
     publish_baseline(project, name, store)
-    path = tmp_path / "proj" / "overlay.yaml"
-    path.parent.mkdir()
-    path.write_text(
-        yaml.safe_dump(
-            {"schema_version": 1, "name": "proj-local", "extends": f"{name}@1.0", "conda": ["prefixdemo"]}
-        )
-    )
+    path = write_overlay(tmp_path / "proj", "proj-local", f"{name}@1.0", conda=["prefixdemo"])
     overlay = load_overlay(path)
     published = resolve_base(overlay, store, tmp_path / "bases")
     assert published.manifest is not None

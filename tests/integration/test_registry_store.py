@@ -21,7 +21,7 @@ from baseliner.publish import publish_baseline
 from baseliner.registry import SBOM_TYPE, OciStore
 from baseliner.store import open_store
 
-from ..conftest import MakeProject, spec
+from ..conftest import MakeProject, spec, write_overlay
 from ..support.cli import baseliner
 
 pytestmark = pytest.mark.docker
@@ -71,13 +71,7 @@ def test_published_to_a_registry_an_overlay_builds_from_it_with_nothing_local(
         docker_client.images.remove(image_id, force=True)
     assert not docker_client.images.list(name=name)
 
-    path = tmp_path / "proj" / "overlay.yaml"
-    path.parent.mkdir()
-    path.write_text(
-        yaml.safe_dump(
-            {"schema_version": 1, "name": "reg-ov", "extends": f"{name}@1.0", "conda": ["prefixdemo"]}
-        )
-    )
+    path = write_overlay(tmp_path / "proj", "reg-ov", f"{name}@1.0", conda=["prefixdemo"])
     overlay = load_overlay(path)
     base = resolve_base(overlay, store, tmp_path / "bases")
     assert base.lock.read_text() and base.manifest["lock_hash"] == manifest["lock_hash"]
