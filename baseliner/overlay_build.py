@@ -36,7 +36,6 @@ from .lock import LockedEnv, read_lock_records
 from .overlay import Base, Overlay, _refs_for, overlay_stale_reason, read_header
 from .pack import (
     conda_unpack,
-    member_problems,
     open_tarball,
     pack_env,
     sha256_file,
@@ -46,6 +45,7 @@ from .pack import (
 from .pipeline import BUILD_KEY_LABEL, BuildOptions, BuildResult, connect_or_note, step, vcs_labels
 from .pypi import normalise
 from .render import render_overlay_context
+from .safetar import MemberGuard
 from .spec import ImageSpec
 
 if TYPE_CHECKING:
@@ -297,9 +297,10 @@ def apply_delta(tarball: Path, base_prefix: Path, verify: bool = True, report: R
             hint="unpack the base the overlay was built on, or rebuild the overlay on this base",
         )
     problems: list[str] = []
+    guard = MemberGuard()
     with open_tarball(tarball) as tar:
         for member in tar:
-            problems += member_problems(member)
+            problems += guard.problems(member)
     if problems:
         raise PackError(f"refusing to apply {tarball.name}: unsafe member(s)", details=problems)
     with scratch(base_prefix.parent, f"delta-{base_prefix.name}") as tmp:

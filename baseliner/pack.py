@@ -11,9 +11,10 @@ to the same bytes:
   (`bin/conda-unpack`'s helper) with the current time, which is why they are not used.
 
 `unpack` verifies the `.sha256` next to the tarball, refuses members that could write outside the
-destination or carry privileges (absolute paths, `..`, escaping symlinks or hardlinks, device
-files, setuid/setgid bits, control characters in names), extracts into a temporary directory next
-to the destination, renames it into place and runs `conda-unpack` there.
+destination or carry privileges (`safetar`: absolute paths, `..`, links that leave the destination
+by themselves or through the archive's other symlinks, device files, setuid/setgid bits, control
+characters in names), extracts into a temporary directory next to the destination, renames it into
+place and runs `conda-unpack` there.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ import contextlib
 import hashlib
 import io
 import os
-import posixpath
 import shutil
 import stat
 import subprocess
 import tarfile
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any, Literal
 
 from .atomic import Report, silent, write_atomic
@@ -37,7 +37,7 @@ from .concurrency import claim, owner_is_dead, release, scratch
 from .condapkg import FIXED_MTIME
 from .errors import PackError, is_disk_full
 from .gzipblocks import GzipBlocksWriter, Sink
-from .yamlsource import control_characters
+from .safetar import MemberGuard, data_attrs
 
 # The file every baseliner environment carries (name, version, platform, lock hash).
 ENV_MARKER = "etc/baseliner/baseline.json"
@@ -329,45 +329,6 @@ def open_tarball(path: Path, digest: Any = None) -> Iterator[tarfile.TarFile]:
                 pass
 
 
-def _escapes(base: PurePosixPath, target: str) -> bool:
-    """Whether `target`, followed from the directory `base`, leaves the destination. (Path parts
-    hold no "." once parsed: only the depth matters.)"""
-    if target.startswith("/"):
-        return True
-    depth = len(base.parts)
-    for part in PurePosixPath(target).parts:
-        depth += -1 if part == ".." else 1
-        if depth < 0:
-            return True
-    return False
-
-
-def member_problems(member: tarfile.TarInfo) -> list[str]:
-    """Why a tar member must not be extracted (empty when it is safe)."""
-    name = member.name
-    problems = []
-    if control_characters(name):
-        problems.append(f"{name!r}: control character in the name")
-    path = PurePosixPath(name)
-    if path.is_absolute():
-        problems.append(f"{name!r}: absolute path")
-    elif ".." in path.parts:
-        problems.append(f"{name!r}: '..' in the path")
-    if member.isdev():  # tarfile: a character or block device, or a fifo
-        problems.append(f"{name!r}: device or fifo")
-    if member.mode & (stat.S_ISUID | stat.S_ISGID):
-        problems.append(f"{name!r}: setuid/setgid bit")
-    if member.issym() and _escapes(path.parent, member.linkname):
-        problems.append(f"{name!r}: symlink to {member.linkname!r} escapes the destination")
-    if member.islnk() and _escapes(PurePosixPath(), member.linkname):
-        problems.append(f"{name!r}: hardlink to {member.linkname!r} escapes the destination")
-    if not member.isdir() and posixpath.normpath(name) == ".":  # normpath("") is "." too
-        problems.append(f"{name!r}: not a file name (the destination itself)")
-    if member.islnk() and posixpath.normpath(member.linkname) == posixpath.normpath(name):
-        problems.append(f"{name!r}: hardlink to itself")  # tarfile would recurse without end
-    return problems
-
-
 def expected_checksum(tarball: Path) -> str:
     """The sha256 the `.sha256` file next to `tarball` names."""
     side = tarball.with_name(tarball.name + ".sha256")
@@ -453,16 +414,17 @@ def _extract_checked(tarball: Path, env: Path, expected: str | None) -> None:
     `expected`, the file's sha256 must equal it."""
     digest = hashlib.sha256() if expected is not None else None
     problems: list[str] = []
+    guard = MemberGuard()
 
     def safe(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         for member in tar:
-            problems.extend(member_problems(member))
+            problems.extend(guard.problems(member))
             if not problems:
                 yield member
 
     try:
         with open_tarball(tarball, digest) as tar:
-            tar.extractall(env, members=safe(tar), filter="data")
+            tar.extractall(env, members=safe(tar), filter=data_attrs)
     except (
         tarfile.TarError,
         OSError,

@@ -18,7 +18,7 @@ import yaml
 
 from baseliner.audit.disk import measure
 from baseliner.lint import lint_env
-from baseliner.pack import _escapes, member_problems
+from baseliner.safetar import _escapes, member_problems
 
 from ..conftest import MakeProject, install_baseline, spec
 
