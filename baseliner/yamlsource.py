@@ -19,6 +19,11 @@ import yaml
 
 from .errors import Location
 
+# More values than any spec or environment file holds (a conda env export: a few thousand). Aliases
+# can make a small file hold exponentially many (`b: &b [*a, *a]`, `c: &c [*b, *b]`, ...), and
+# everything after the parser walks the data as a tree.
+MAX_VALUES = 100_000
+
 # C0 controls except none, DEL and C1 controls: nothing in a spec needs them, and a newline or an
 # escape sequence in a value is how text breaks out of the line of a generated file.
 # (A character class, not a per-character loop: every member name of an unpacked tarball is checked.)
@@ -72,6 +77,10 @@ def _index(
 ) -> None:
     if id(node) in within:  # `&a [*a]`: pyyaml would build a list that holds itself
         raise _refused("an alias refers to a value that contains it", node)
+    if len(lines) >= MAX_VALUES:  # each value visited adds its key path
+        raise _refused(
+            f"the document holds more than {MAX_VALUES:,} values once its aliases are followed", node
+        )
     within = within | {id(node)}
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
@@ -124,7 +133,8 @@ def _construct(node: yaml.Node) -> Any:
 
 def parse_yaml(text: str, path: Path, duplicate_keys: bool = False) -> YamlSource:
     """Parse `text` (read from `path`) safely; raise `yaml.YAMLError` on malformed input (with the
-    line: also a value its tag refuses, a key that is a list, an alias inside itself) and, unless
+    line: also a value its tag refuses, a key that is a list, an alias inside itself, aliases that
+    expand to more than `MAX_VALUES` values) and, unless
     `duplicate_keys` (the last one wins, as in pyyaml), `DuplicateKeyError` on a key given twice in
     one mapping (at any depth)."""
     lines: dict[tuple[Any, ...], int] = {}

@@ -127,6 +127,29 @@ def test_a_value_pyyaml_cannot_construct_is_refused_with_its_line(
     )
 
 
+def test_aliases_that_expand_a_small_file_into_a_billion_values_are_refused(tmp_path: Path) -> None:
+    # "billion laughs": nine lines of ten aliases each; as a tree, 10**9 strings.
+    levels = ["a: &l0 [" + ", ".join(["lol"] * 10) + "]"]
+    levels += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    text = "name: x\n" + "\n".join(levels) + "\n"
+    assert len(text) < 1000
+    with pytest.raises(SpecError) as caught:
+        _repo(tmp_path, odd=text).resolve("odd")
+    assert caught.value.message == (
+        "odd.yaml is not valid YAML: the document holds more than 100,000 values once its aliases are followed"
+    )
+    assert caught.value.where is not None and caught.value.where.line is not None
+
+
+def test_a_file_with_many_values_and_a_few_aliases_is_read() -> None:
+    from baseliner.yamlsource import MAX_VALUES, parse_yaml
+
+    # a long pip list, and an anchor used twice: far below the limit, whatever the file's size
+    text = "pip: &p [" + ", ".join(f"pkg{i}" for i in range(5000)) + "]\nagain: *p\n"
+    source = parse_yaml(text, Path("big.yaml"))
+    assert source.data["again"] == source.data["pip"] and len(source.lines) < MAX_VALUES
+
+
 def test_unknown_names_list_the_known_ones_and_how_many_more(tmp_path: Path) -> None:
     five = {f"b{i}": ROOT.replace("name: root", f"name: b{i}") for i in range(5)}
     repo = _repo(
