@@ -270,9 +270,7 @@ def _build_locked(
 
     if stale_reason(baseline) is not None:
         with step(result, "lock", report) as detail:
-            lock_baseline(
-                baseline, project.mirrors(), project.build_dir, project.config.pip_index_url, report
-            )
+            lock_baseline(baseline, project.mirrors(), project.build_dir, project.pip_index, report)
             detail.append(f"re-solved ({stale_reason(baseline) or 'fresh now'})")
     key = build_key(project, baseline, options)
     result.build_key = key
@@ -294,7 +292,7 @@ def _build_locked(
                 refs,
                 paths.env,
                 project.package_cache,
-                project.config.pip_index_url,
+                project.pip_index,
                 uv_cache=project.uv_cache,
                 report=report,
                 markers={BASELINE_MARKER: marker},

@@ -8,7 +8,9 @@ Relative paths are relative to the directory holding the config. Every key is op
     channel_mirrors:
       conda-forge: https://conda.internal.example/conda-forge
       https://conda.example.org/org: build/channel   # a directory (or file:// URL)
-    pip_index_url: https://pypi.org/simple
+    pip_index_url: https://pypi.org/simple        # where the org channel's wheels come from
+    pip_mirror: build/pypi                         # the org's PyPI mirror (`invoke channel` fills it):
+                                                   # pip sections lock and install from it, offline
     package_cache: build/pkgs
     dist: dist
     store: dist/store                       # artifact store: a directory, file:/// or http(s) URL
@@ -42,6 +44,7 @@ class OrgConfig(StrictModel):
     schema_version: Literal[1] = 1
     channel_mirrors: dict[str, str] = Field(default_factory=dict)
     pip_index_url: str | None = Field(default=None, pattern=CHANNEL_RE)
+    pip_mirror: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_./@%+~-]+$")  # a directory
     package_cache: str = "build/pkgs"
     dist: str = "dist"
     store: str = "dist/store"
@@ -155,6 +158,18 @@ class Project:
                 hint=f"add `channel_mirrors: {{{url}: build/channel}}` to {CONFIG_NAME}",
             )
         return Path(urllib.parse.unquote(target.removeprefix("file://")))
+
+    @property
+    def pip_mirror_dir(self) -> Path | None:
+        """The org's PyPI mirror on disk, that `invoke channel` writes (None: the config has none)."""
+        return self._path(self.config.pip_mirror) if self.config.pip_mirror else None
+
+    @property
+    def pip_index(self) -> str | None:
+        """The index pip sections lock and install from: the org's mirror when the config names
+        one, else `pip_index_url` (None: PyPI)."""
+        mirror = self.pip_mirror_dir
+        return mirror.as_uri() if mirror is not None else self.config.pip_index_url
 
     def mirrors(self) -> dict[str, str]:
         """Channel name -> URL, with directories turned into absolute file:// URLs."""

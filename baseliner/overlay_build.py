@@ -183,7 +183,7 @@ def _build_overlay(
             refs,
             result.env,
             project.package_cache,
-            project.config.pip_index_url,
+            project.pip_index,
             uv_cache=project.uv_cache,
             report=report,
             extra_pip_locks=[pip_delta] if pip_delta.is_file() else [],

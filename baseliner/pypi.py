@@ -7,16 +7,27 @@ errors. Two formats are read and written:
   (what `uv pip compile --generate-hashes` writes); :func:`parse_pip_lock` is its one parser;
 * the wheels of such a lock, downloaded with pip (`--require-hashes`: a wheel whose bytes are not
   pinned is refused, wherever it came from).
+
+An index on disk (a `file://` URL: the org's PyPI mirror) is served to uv over loopback HTTP for
+the length of the call. uv takes the files of a `file://` index for local files and writes, into
+each dist-info it installs, when it first unpacked that file (`uv_cache.json`): an environment
+would then differ by machine and by the age of uv's cache. Over HTTP they are an index's files,
+installed as from any mirror.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import os
 import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+import threading
+import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +109,34 @@ class ResolveFailed(Exception):
         return re.search(rf"\b{re.escape(name)}\b", "\n".join(self.lines).lower()) is not None
 
 
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _uv_index(index_url: str | None) -> Iterator[tuple[str | None, dict[str, str]]]:
+    """The index URL to hand uv, and the environment to run it in: a `file://` index is served on
+    127.0.0.1 (and kept out of any proxy) until the block ends; any other URL is passed on."""
+    env = {**os.environ, "UV_NO_PROGRESS": "1", "VIRTUAL_ENV": ""}
+    if not index_url or not index_url.startswith("file://"):
+        yield index_url, env
+        return
+    root = urllib.parse.unquote(urllib.parse.urlparse(index_url).path)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=root))
+    thread = threading.Thread(target=server.serve_forever, name="pip-mirror", daemon=True)
+    thread.start()
+    no_proxy = ",".join(p for p in (env.get("NO_PROXY") or env.get("no_proxy"), "127.0.0.1") if p)
+    try:
+        yield (
+            f"http://127.0.0.1:{server.server_address[1]}/",
+            {**env, "NO_PROXY": no_proxy, "no_proxy": no_proxy},
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def install_locked(pip_lock: Path, python: Path, index_url: str | None, cache: Path) -> None:
     """Install a pip lock into the environment of `python` with uv: `--no-deps --require-hashes`,
     hardlinked from uv's cache, ignoring this machine's uv config; ResolveFailed on failure."""
@@ -119,10 +158,10 @@ def install_locked(pip_lock: Path, python: Path, index_url: str | None, cache: P
         "-r",
         str(pip_lock),
     ]
-    if index_url:
-        cmd += ["--index-url", index_url]
-    env = {**os.environ, "UV_NO_PROGRESS": "1", "VIRTUAL_ENV": ""}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    with _uv_index(index_url) as (url, env):
+        if url:
+            cmd += ["--index-url", url]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise ResolveFailed(proc.stderr.strip().splitlines()[-12:])
 
@@ -158,16 +197,18 @@ def compile_requirements(
     ]
     if only_binary:
         cmd += ["--only-binary", ":all:"]
-    if index_url:
-        cmd += ["--index-url", index_url]
-    with tempfile.TemporaryDirectory(prefix="baseliner-uv-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="baseliner-uv-") as tmp, _uv_index(index_url) as (url, env):
+        if url:
+            cmd += ["--index-url", url]
         if constraints:
             path = Path(tmp) / "conda-provided.txt"
             path.write_text("".join(f"{n}=={v}\n" for n, v in sorted(constraints.items())))
             cmd += ["--constraint", str(path)]
             for name in sorted(constraints):
                 cmd += ["--no-emit-package", name]
-        proc = subprocess.run(cmd, input="\n".join(requirements) + "\n", text=True, capture_output=True)
+        proc = subprocess.run(
+            cmd, input="\n".join(requirements) + "\n", text=True, capture_output=True, env=env
+        )
     if proc.returncode != 0:
         raise ResolveFailed(proc.stderr.strip().splitlines()[-15:])
     return proc.stdout

@@ -80,7 +80,7 @@ def main() -> None:
     figures: dict[str, float] = {}
     try:
         # warm the package cache and uv's cache once, as a CI runner with a persistent cache would be
-        install_env(locked, refs, work / "warmup", project.package_cache, project.config.pip_index_url)
+        install_env(locked, refs, work / "warmup", project.package_cache, project.pip_index)
 
         # The disk and this machine's neighbours are noisy: each side of a comparison runs twice,
         # alternating, after a `sync` (so no side pays for another's writeback), and the faster of
@@ -103,7 +103,7 @@ def main() -> None:
                 refs,
                 work / f"env-{attempt}",
                 project.package_cache,
-                project.config.pip_index_url,
+                project.pip_index,
                 report=lambda message: marks.append((message, time.perf_counter())),
             )
             end = time.perf_counter()

@@ -99,9 +99,11 @@ def main() -> None:
             # overlays: the same package as a delta on the published demo
             proj = work / f"proj-{i}"
             proj.mkdir()
-            (proj / "baseliner.yaml").write_text(
+            config = yaml.safe_load(
                 (ROOT / "examples/proj-nlp/baseliner.yaml").read_text().replace("../../", f"{ROOT}/")
             )
+            config.pop("pip_mirror", None)  # the ten extras come from PyPI, as the full baselines' do
+            (proj / "baseliner.yaml").write_text(yaml.safe_dump(config))
             (proj / "overlay.yaml").write_text(
                 yaml.safe_dump(
                     {
@@ -116,7 +118,7 @@ def main() -> None:
             start = time.perf_counter()
             overlay = load_overlay(proj / "overlay.yaml")
             base = resolve_base(overlay, store, proj / "build" / "bases")
-            lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.config.pip_index_url)
+            lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.pip_index)
             built = build_overlay(project, overlay, base, BuildOptions(), connect=lambda: client)
             (tag,) = built.image_tags
             overlay_times.append(time.perf_counter() - start)

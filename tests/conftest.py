@@ -146,12 +146,10 @@ def install_baseline(
 
     baseline = project.repo().resolve(name)
     if stale_reason(baseline):
-        lock_baseline(baseline, project.mirrors(), project.build_dir, project.config.pip_index_url)
+        lock_baseline(baseline, project.mirrors(), project.build_dir, project.pip_index)
     refs = resolve_channels(baseline.channels, project.mirrors(), baseline.path.parent)
     target = target or project.build_dir / "envs" / (env_name or name)
-    install_env(
-        read_lock(baseline, "linux-64"), refs, target, project.package_cache, project.config.pip_index_url
-    )
+    install_env(read_lock(baseline, "linux-64"), refs, target, project.package_cache, project.pip_index)
     return target
 
 

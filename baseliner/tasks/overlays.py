@@ -49,7 +49,7 @@ def lock_overlay_task(
         console.print(f"[green]ok[/green] {overlay.spec.name} lock fresh")
         return
     result = lock_overlay(
-        overlay, base, proj.mirrors(), proj.build_dir, proj.config.pip_index_url, allow_base_changes, _report
+        overlay, base, proj.mirrors(), proj.build_dir, proj.pip_index, allow_base_changes, _report
     )
     kind = "delta" if result.layered else "FULL (non-layered: the base changes)"
     for plat, records in result.records.items():
@@ -87,7 +87,7 @@ def build_overlay_task(
 
     proj, overlay, base = _overlay_and_base(path, store)
     if overlay_stale_reason(overlay, base):
-        lock_overlay(overlay, base, proj.mirrors(), proj.build_dir, proj.config.pip_index_url, report=_report)
+        lock_overlay(overlay, base, proj.mirrors(), proj.build_dir, proj.pip_index, report=_report)
     options = BuildOptions(image=not no_image, force=force, platform=platform)
     result = build_overlay(proj, overlay, base, options, report=_report)
     if json:

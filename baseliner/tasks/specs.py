@@ -89,9 +89,11 @@ def channel(
     json: bool = False,
 ) -> None:
     """Build the org channel: locked PyPI wheels converted into conda packages (whl2conda),
-    the relocatable python of this interpreter and python_abi, indexed with py-rattler."""
+    the relocatable python of this interpreter and python_abi, indexed with py-rattler; and the
+    org's PyPI mirror of the same wheels, where baseliner.yaml names one (`pip_mirror:`)."""
     from ..errors import ChannelError
     from ..orgchannel import build_org_channel, load_org_channel, lock_org_channel
+    from ..pipmirror import mirror_org_channel
 
     proj = project(c)
     org = load_org_channel(proj.root / "channels" / f"{name}.yaml")
@@ -111,6 +113,10 @@ def channel(
     result = build_org_channel(
         org, target, proj.org_channel_work, proj.config.pip_index_url, jobs or None, _report
     )
+    mirror = proj.pip_mirror_dir
+    wheels = None
+    if mirror is not None and not directory:
+        wheels = mirror_org_channel(org, mirror, proj.org_channel_work, proj.config.pip_index_url, _report)
     if json:
         _emit_json(
             {
@@ -118,6 +124,9 @@ def channel(
                 "packages": result.packages,
                 "converted": result.converted,
                 "noop": result.noop,
+                "pip_mirror": None
+                if wheels is None
+                else {"directory": str(wheels.directory), "wheels": wheels.wheels},
             }
         )
     elif result.noop:
@@ -127,6 +136,9 @@ def channel(
             f"[green]built[/green] {org.spec.url} at {target}: {result.packages} packages "
             f"({result.converted} converted now)"
         )
+    if wheels is not None:
+        state = "fresh" if wheels.noop else "wrote"
+        console.print(f"[green]{state}[/green] pip mirror at {wheels.directory} ({wheels.wheels} wheels)")
 
 
 @task(
@@ -184,7 +196,7 @@ def lock(
                 baseline,
                 proj.mirrors(),
                 proj.build_dir,
-                proj.config.pip_index_url,
+                proj.pip_index,
                 _report,
                 update=update or [],
                 fresh=force,

@@ -124,7 +124,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> It
 def demo_build(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Any:
     """The repo's `demo` baseline, built once for every test that needs it: the org channel from
     channels/org.yaml (wheels and conversions cached in the repo's build/org-channel, shared with
-    `make demo`), then env, tarball, image and smoke test, all in a copy of the repo in tmp."""
+    `make demo`) and its PyPI mirror, then env, tarball, image and smoke test, all in a copy of the
+    repo in tmp."""
     import shutil
     from pathlib import Path
 
@@ -133,6 +134,7 @@ def demo_build(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> 
     from baseliner.build import BuildOptions, build_baseline
     from baseliner.config import Project
     from baseliner.orgchannel import build_org_channel, load_org_channel
+    from baseliner.pipmirror import mirror_org_channel
 
     repo = Path(__file__).resolve().parents[2]
     root = tmp_path_factory.mktemp("demo-repo")
@@ -141,9 +143,12 @@ def demo_build(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> 
     org = load_org_channel(root / "channels" / "org.yaml")
     channel = root / "channel"
     build_org_channel(org, channel, repo / "build" / "org-channel")
+    # the org's PyPI mirror of the same wheels: the demo's pip section installs from it, offline
+    mirror_org_channel(org, root / "pypi", repo / "build" / "org-channel", None)
     config = {
         "schema_version": 1,
         "channel_mirrors": {org.spec.url: str(channel)},
+        "pip_mirror": "pypi",
         "package_cache": "build/pkgs",
     }
     (root / "baseliner.yaml").write_text(yaml.safe_dump(config))

@@ -160,7 +160,7 @@ def test_consolidate_rebuilds_each_member_from_the_cache_and_frees_what_it_measu
     # The proposed baseline is a real spec: baseliner locks it from the fixture channel to the same packages.
     shutil.copy(out / "baselines" / "cluster-0-base.yaml", project.root / "baselines")
     proposed = Project.load(project.root).repo().resolve("cluster-0-base")
-    lock_baseline(proposed, project.mirrors(), project.build_dir, project.config.pip_index_url)
+    lock_baseline(proposed, project.mirrors(), project.build_dir, project.pip_index)
     assert {
         f"{r.name.normalized}-{r.version}-{r.build}" for r in read_lock(proposed, "linux-64").records
     } == set(plan["baseline_packages"])

@@ -57,7 +57,7 @@ def test_overlay_image_reuses_base_layers_and_adds_one(
     )
     overlay = load_overlay(path)
     base = resolve_base(overlay, store, tmp_path / "bases")
-    lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.config.pip_index_url)
+    lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.pip_index)
     built = build_overlay(project, overlay, base, BuildOptions(), connect=lambda: docker_client)
     (tag,) = built.image_tags
     try:
@@ -129,7 +129,7 @@ def test_an_overlay_on_a_base_built_on_another_engine_uses_the_local_build_of_th
     assert published.manifest is not None
     elsewhere = {**published.manifest["image"], "id": "sha256:" + "ab" * 32}
     base = dataclasses.replace(published, manifest={**published.manifest, "image": elsewhere})
-    lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.config.pip_index_url)
+    lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.pip_index)
     local_id = docker_client.images.get(result.image_tags[1]).id
     tags: tuple[str, ...] = ()
     try:

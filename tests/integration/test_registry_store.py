@@ -75,7 +75,7 @@ def test_published_to_a_registry_an_overlay_builds_from_it_with_nothing_local(
     overlay = load_overlay(path)
     base = resolve_base(overlay, store, tmp_path / "bases")
     assert base.lock.read_text() and base.manifest["lock_hash"] == manifest["lock_hash"]
-    lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.config.pip_index_url)
+    lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.pip_index)
     built = build_overlay(project, overlay, base, BuildOptions(), connect=lambda: docker_client)
     assert built.steps[3].name == "image" and built.steps[3].detail.endswith(f"FROM {digest_ref}")
     (tag,) = built.image_tags

@@ -127,7 +127,7 @@ def test_failed_pip_install_leaves_nothing_behind(make_project: MakeProject) -> 
     baseline = project.repo().resolve("ml")
     from baseliner.lock import LockPaths, lock_baseline
 
-    lock_baseline(baseline, project.mirrors(), project.build_dir, project.config.pip_index_url)
+    lock_baseline(baseline, project.mirrors(), project.build_dir, project.pip_index)
     pip = LockPaths(baseline.path).pip("linux-64")
     text = pip.read_text()
     first = text.index("--hash=sha256:") + len("--hash=sha256:")

@@ -13,7 +13,7 @@ from ..conftest import MakeProject, spec
 
 def _lock(project, name: str):  # type: ignore[no-untyped-def]
     baseline = project.repo().resolve(name)
-    lock_baseline(baseline, project.mirrors(), project.build_dir, project.config.pip_index_url)
+    lock_baseline(baseline, project.mirrors(), project.build_dir, project.pip_index)
     return baseline
 
 

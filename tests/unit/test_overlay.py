@@ -91,7 +91,7 @@ def test_delta_is_solved_with_the_base_pinned(published: tuple[Project, Store], 
     project, store = published
     overlay = load_overlay(_overlay(tmp_path, conda=["prefixdemo"], pip=["tinyapp"]))
     base = resolve_base(overlay, store, tmp_path / "bases")
-    locked = lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.config.pip_index_url)
+    locked = lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.pip_index)
     assert locked.layered
     assert sorted(str(r.name.normalized) for r in locked.records["linux-64"]) == ["prefixdemo"]
     pip = overlay.pip_path("linux-64").read_text()
@@ -118,7 +118,7 @@ def test_overlay_env_delta_tarball_and_apply(published: tuple[Project, Store], t
     project, store = published
     overlay = load_overlay(_overlay(tmp_path, conda=["prefixdemo"], pip=["tinyapp"]))
     base = resolve_base(overlay, store, tmp_path / "bases")
-    lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.config.pip_index_url)
+    lock_overlay(overlay, base, project.mirrors(), project.build_dir, project.pip_index)
     built = build_overlay(project, overlay, base, NO_IMAGE)
     assert built.layered
     # The environment's new bytes are about the delta's: base files share inodes with the base env.

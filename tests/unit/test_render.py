@@ -21,7 +21,7 @@ UPDATE = os.environ.get("BASELINER_UPDATE_GOLDEN") == "1"
 
 def _rendered(project, name: str) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
     baseline = project.repo().resolve(name)
-    lock_baseline(baseline, project.mirrors(), project.build_dir, project.config.pip_index_url)
+    lock_baseline(baseline, project.mirrors(), project.build_dir, project.pip_index)
     return render_outputs(baseline, project.templates_dir)
 
 
