@@ -12,13 +12,15 @@ An index on disk (a `file://` URL: the org's PyPI mirror) is served to uv over l
 the length of the call. uv takes the files of a `file://` index for local files and writes, into
 each dist-info it installs, when it first unpacked that file (`uv_cache.json`): an environment
 would then differ by machine and by the age of uv's cache. Over HTTP they are an index's files,
-installed as from any mirror.
+installed as from any mirror; the port is derived from the directory, so that uv's cache, which
+keys an index's files by its URL, stays warm from one build to the next.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import http.server
 import os
 import re
@@ -114,6 +116,11 @@ class _QuietFiles(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def _port_of(root: str) -> int:
+    """A port of the unprivileged range below Linux's ephemeral one, the same for one directory."""
+    return 20000 + int(hashlib.sha256(root.encode()).hexdigest()[:8], 16) % 12000
+
+
 @contextlib.contextmanager
 def _uv_index(index_url: str | None) -> Iterator[tuple[str | None, dict[str, str]]]:
     """The index URL to hand uv, and the environment to run it in: a `file://` index is served on
@@ -123,8 +130,13 @@ def _uv_index(index_url: str | None) -> Iterator[tuple[str | None, dict[str, str
         yield index_url, env
         return
     root = urllib.parse.unquote(urllib.parse.urlparse(index_url).path)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=root))
-    thread = threading.Thread(target=server.serve_forever, name="pip-mirror", daemon=True)
+    handler = functools.partial(_QuietFiles, directory=root)
+    try:  # uv caches an index's files by its URL: the same port for the same mirror keeps them
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", _port_of(root)), handler)
+    except OSError:  # taken (another build serving it now): any port, and uv fetches anew
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    # shutdown() waits for the loop to look: every 20 ms, not the default half second
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), name="pip-mirror", daemon=True)
     thread.start()
     no_proxy = ",".join(p for p in (env.get("NO_PROXY") or env.get("no_proxy"), "127.0.0.1") if p)
     try:
