@@ -91,7 +91,9 @@ def test_a_stale_channel_lock_is_refused(tiny_channel: Path, tmp_path: Path) -> 
     assert "out of date" in info.value.render() and "invoke channel --lock" in info.value.render()
 
 
-def _project(make_project: MakeProject, tiny_channel: Path, pip: list[str]) -> Project:
+def org_project(make_project: MakeProject, tiny_channel: Path, pip: list[str], **config: object) -> Project:
+    """A project whose `app` baseline takes tinyutil from the tiny org channel at `tiny_channel`
+    and `pip` after it; `config` adds keys to its baseliner.yaml."""
     project = make_project(
         {
             "app": {
@@ -104,16 +106,16 @@ def _project(make_project: MakeProject, tiny_channel: Path, pip: list[str]) -> P
             }
         }
     )
-    config = yaml.safe_load((project.root / "baseliner.yaml").read_text())
-    config["channel_mirrors"] = {URL: str(tiny_channel / "channel")}
-    (project.root / "baseliner.yaml").write_text(yaml.safe_dump(config))
+    written = yaml.safe_load((project.root / "baseliner.yaml").read_text())
+    written.update(channel_mirrors={URL: str(tiny_channel / "channel")}, **config)
+    (project.root / "baseliner.yaml").write_text(yaml.safe_dump(written))
     return Project.load(project.root)
 
 
 def test_pip_uses_the_conda_package_a_requirement_depends_on(
     make_project: MakeProject, tiny_channel: Path
 ) -> None:
-    project = _project(make_project, tiny_channel, ["tinyapp"])
+    project = org_project(make_project, tiny_channel, ["tinyapp"])
     prefix = install_baseline(project, "app")
     pip_lock = (project.root / "baselines" / "app.pip-linux-64.txt").read_text()
     assert "tinyapp==0.5.0" in pip_lock and "tinyutil" not in pip_lock
@@ -140,7 +142,7 @@ def test_pip_uses_the_conda_package_a_requirement_depends_on(
 def test_a_pip_requirement_needing_another_version_of_a_conda_package_fails_naming_both(
     make_project: MakeProject, tiny_channel: Path
 ) -> None:
-    project = _project(make_project, tiny_channel, ["needs-newer-util"])
+    project = org_project(make_project, tiny_channel, ["needs-newer-util"])
     with pytest.raises(LockError) as info:
         install_baseline(project, "app")
     text = info.value.render()

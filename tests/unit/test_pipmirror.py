@@ -19,8 +19,8 @@ from baseliner.pipmirror import STATE_FILE, mirror_org_channel
 from baseliner.pypi import parse_pip_lock
 
 from ..conftest import MakeProject, install_baseline
+from .test_orgchannel import URL, org_project
 
-URL = "https://conda.example.org/tiny"
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 UNREACHABLE = "http://127.0.0.1:9/simple"  # the discard port: nothing answers
 
@@ -70,24 +70,9 @@ def test_pip_downloads_each_locked_wheel_from_the_mirror_by_its_pep503_page(
 def test_a_pip_section_locks_and_installs_from_the_mirror_with_the_upstream_index_unreachable(
     make_project: MakeProject, org: Path
 ) -> None:
-    project = make_project(
-        {
-            "app": {
-                "schema_version": 1,
-                "name": "app",
-                "version": "1.0",
-                "channels": [URL],
-                "conda": [f"python {PYTHON}.*", "tinyutil"],
-                "pip": ["tinyapp"],
-            }
-        }
+    project = org_project(
+        make_project, org, ["tinyapp"], pip_index_url=UNREACHABLE, pip_mirror=str(org / "pypi")
     )
-    config = yaml.safe_load((project.root / "baseliner.yaml").read_text())
-    config.update(
-        channel_mirrors={URL: str(org / "channel")}, pip_index_url=UNREACHABLE, pip_mirror=str(org / "pypi")
-    )
-    (project.root / "baseliner.yaml").write_text(yaml.safe_dump(config))
-    project = Project.load(project.root)
     assert project.pip_index == (org / "pypi").as_uri()
     prefix = install_baseline(project, "app")
     assert "tinyapp==0.5.0" in (project.root / "baselines" / "app.pip-linux-64.txt").read_text()
