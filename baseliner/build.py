@@ -91,7 +91,7 @@ def build_key(project: Project, baseline: Baseline, options: BuildOptions) -> st
         "lock": lock_hash(baseline.path),
         "templates": templates_digest(project),
         "platform": options.platform,
-        "pack": baseline.pack.model_dump(mode="json"),
+        "pack": baseline.pack.output_fields(),
         "image": baseline.image.model_dump(mode="json"),
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -89,7 +89,8 @@ class Overlay:
         return self.path.with_name(f"{self.path.stem}.pip-{platform}.txt")
 
     def spec_hash(self, base: Base) -> str:
-        data = {"v": 1, "spec": self.spec.model_dump(mode="json"), "base_lock_hash": base.lock_hash}
+        spec = {**self.spec.model_dump(mode="json"), "pack": self.spec.pack.canonical()}
+        data = {"v": 1, "spec": spec, "base_lock_hash": base.lock_hash}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

@@ -62,7 +62,7 @@ def overlay_build_key(overlay: Overlay, base: Base, platform: str) -> str:
         "pip": hashlib.sha256(pip.read_bytes()).hexdigest() if pip.is_file() else None,
         "base": base.lock_hash,
         "platform": platform,
-        "pack": overlay.spec.pack.model_dump(mode="json"),
+        "pack": overlay.spec.pack.output_fields(),
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 

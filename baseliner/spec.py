@@ -122,11 +122,28 @@ class ImageSpec(StrictModel):
 
 
 class PackSpec(StrictModel):
-    """How the tarball is packed."""
+    """How the tarball is packed. The bytes depend on the format and the level only: `threads`
+    changes how fast, never what is written. Unset, the level is the format's own default
+    (`pack.DEFAULT_LEVEL`: gzip 3, zstd 4) and every core compresses."""
 
     format: Literal["tar.gz", "tar.zst"] = "tar.gz"
-    compress_level: int = Field(default=4, ge=0, le=19)
-    threads: int = Field(default=1, ge=-1, le=256)
+    compress_level: int | None = Field(default=None, ge=0, le=19)
+    threads: int = Field(default=-1, ge=-1, le=256)
+
+    def canonical(self) -> dict[str, Any]:
+        """The section as the spec hash has always held it (schema 1): an unset level as 4 and
+        unset threads as 1, the values the first releases filled in. A default that changes must
+        not make every committed lock stale; the build key (`output_fields`) tells them apart."""
+        return {
+            "format": self.format,
+            "compress_level": 4 if self.compress_level is None else self.compress_level,
+            "threads": self.threads if "threads" in self.model_fields_set else 1,
+        }
+
+    def output_fields(self) -> dict[str, Any]:
+        """The fields the packed bytes depend on, for build keys: a new thread count is no reason
+        to pack again."""
+        return self.model_dump(mode="json", exclude={"threads"})
 
 
 class BaselineSpec(StrictModel):
@@ -190,7 +207,7 @@ class Baseline:
             "pip": sorted({r.spec for r in self.pip}),
             "virtual_packages": {k: sorted(v) for k, v in sorted(self.virtual_packages.items())},
             "image": self.image.model_dump(mode="json"),
-            "pack": self.pack.model_dump(mode="json"),
+            "pack": self.pack.canonical(),
         }
 
     @property

@@ -205,6 +205,35 @@ def test_pack_writes_one_checked_file_compressed_as_asked(
     )
 
 
+@pytest.mark.parametrize(("fmt", "level"), [("tar.gz", 3), ("tar.zst", 4)])
+def test_unset_the_level_is_the_formats_own_and_any_thread_count_writes_the_same_bytes(
+    fmt: str, level: int, built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """What a spec without `pack:` gets (gzip 3 / zstd 4, every core), and that the thread count
+    changes no byte: zstd's 0 would be its single-threaded mode, whose bytes differ."""
+    from baseliner.pack import DEFAULT_LEVEL
+    from baseliner.spec import PackSpec
+
+    _, prefix = built
+    assert (PackSpec(format=fmt).compress_level, PackSpec().threads, DEFAULT_LEVEL[fmt]) == (None, -1, level)  # type: ignore[arg-type]
+    said: list[str] = []
+    default = pack_env(prefix, tmp_path / "default" / f"ml.{fmt}", fmt, report=said.append)  # type: ignore[arg-type]
+    assert said == [f"conda-pack {prefix.name} -> {fmt} (level {level}, {os.cpu_count()} thread(s))"]
+    same = {
+        pack_env(prefix, tmp_path / f"t{threads}" / f"ml.{fmt}", fmt, level, threads).sha256  # type: ignore[arg-type]
+        for threads in (0, 1, 3)
+    }
+    other = pack_env(prefix, tmp_path / "other" / f"ml.{fmt}", fmt, level + 1, 1).sha256  # type: ignore[arg-type]
+    assert same == {default.sha256} != {other}
+
+
+def test_the_thread_count_is_not_part_of_a_build_key() -> None:
+    from baseliner.spec import PackSpec
+
+    assert PackSpec(threads=1).output_fields() == PackSpec(threads=8).output_fields()
+    assert PackSpec(compress_level=4).output_fields() != PackSpec().output_fields()
+
+
 def test_the_archive_holds_what_conda_pack_itself_writes(built: tuple[Path, Path], tmp_path: Path) -> None:
     """Our streaming writer against conda-pack's own `tarfile` archive of the same env: the same
     members in the same order, with the same types, modes, link targets and bytes. Only the

@@ -40,14 +40,34 @@ def _repo(tmp_path: Path, **files: str) -> BaselineRepo:
 
 
 def test_the_spec_hash_is_the_one_every_earlier_release_computed(tmp_path: Path) -> None:
-    # Pinned: a change to the canonical form (a key renamed, a field dropped) would make every
-    # committed lock stale at once. Change these only with a new SCHEMA_VERSION.
+    # Pinned: a change to the canonical form (a key renamed, a field dropped, a default that moved)
+    # would make every committed lock stale at once. Change these only with a new SCHEMA_VERSION.
     repo = _repo(tmp_path, root=ROOT, child=CHILD)
     assert (
         repo.resolve("root").spec_hash == "33f1e70cd77a8b55c1576d814aa97259fd835f57dd0358b482bea09d1328108e"
     )
     assert (
         repo.resolve("child").spec_hash == "8a12fe2fb0421101e6eb5879f392b9127776a51b5f2e2e065bc9a3507498d308"
+    )
+
+
+def test_the_overlay_spec_hash_is_the_one_earlier_releases_computed() -> None:
+    # Pinned like the baseline's: every committed overlay lock names it. The pack section is
+    # hashed as schema 1 wrote it, so the defaults that changed since (level, threads) stale no lock.
+    from baseliner.overlay import Base, Overlay, OverlaySpec
+
+    base = Base("demo", "2026.12", "0" * 64, Path("x.lock"), {}, None, None)
+    unset = OverlaySpec(
+        schema_version=1, name="proj", extends="demo@2026.12", conda=["tabulate"], pip=["ftfy==6.2.0"]
+    )
+    explicit = OverlaySpec(
+        schema_version=1, name="proj", extends="demo@2026.12", pack={"format": "tar.zst", "threads": -1}
+    )
+    assert Overlay(unset, Path("overlay.yaml")).spec_hash(base) == (
+        "b1dbe9dde8647656844c634215dd80b0e694bdb47922efe0329ec0dc18c62104"
+    )
+    assert Overlay(explicit, Path("overlay.yaml")).spec_hash(base) == (
+        "6a15224d21e25e086964f7e3faeb52c09480fb04293ee79ca2a3a90ae9fff6fa"
     )
 
 
