@@ -312,7 +312,7 @@ def _build_locked(
                 paths.env,
                 paths.tarball,
                 baseline.pack.format,
-                baseline.pack.compress_level,
+                baseline.pack.level,
                 baseline.pack.threads,
                 report,
             )

@@ -208,12 +208,12 @@ def _build_overlay(
             result.env,
             out_dir / f"{name}.delta.{fmt}",
             fmt,
-            pack.compress_level,
+            pack.level,
             pack.threads,
             report,
             only=delta_files if layered else None,
         )
-        full = pack_env(result.env, result.tarball, fmt, pack.compress_level, pack.threads, report)
+        full = pack_env(result.env, result.tarball, fmt, pack.level, pack.threads, report)
         result.delta = delta.path if layered else None
         result.delta_files = tuple(delta_files)
         result.delta_bytes = sum((result.env / f).lstat().st_size for f in delta_files)

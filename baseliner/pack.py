@@ -40,17 +40,12 @@ from .condapkg import FIXED_MTIME
 from .errors import PackError, is_disk_full
 from .gzipblocks import GzipBlocksWriter, Sink
 from .safetar import MemberGuard, data_attrs
+from .spec import DEFAULT_LEVEL
 
 # The file every baseliner environment carries (name, version, platform, lock hash).
 ENV_MARKER = "etc/baseliner/baseline.json"
 
 Format = Literal["tar.gz", "tar.zst"]
-
-# The level a format packs at when the spec names none. gzip: zlib-ng's 3. On the demo (689 MB,
-# 30,878 files) it takes a fifth less CPU than level 4 (conda-pack's default) for a file 2 % larger
-# than conda-pack's; on two cores, 3.2-3.5x conda-pack's speed against 2.8-3.0x at level 4.
-# zstd: 4, 1 % smaller than zstd's own default 3 at about its speed.
-DEFAULT_LEVEL: dict[Format, int] = {"tar.gz": 3, "tar.zst": 4}
 
 
 @dataclass(frozen=True)
@@ -95,7 +90,7 @@ def pack_env(
     environment.
 
     With `only`, just those prefix-relative files go in (a delta); `conda-unpack` then rewrites the
-    prefix in those files alone. `compress_level` None is the format's `DEFAULT_LEVEL`; `threads`
+    prefix in those files alone. `compress_level` None is the format's `spec.DEFAULT_LEVEL`; `threads`
     -1 is every core (the bytes are the same on any number)."""
     if compress_level is None:
         compress_level = DEFAULT_LEVEL[fmt]

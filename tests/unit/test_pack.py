@@ -205,14 +205,13 @@ def test_pack_writes_one_checked_file_compressed_as_asked(
     )
 
 
-@pytest.mark.parametrize(("fmt", "level"), [("tar.gz", 3), ("tar.zst", 4)])
+@pytest.mark.parametrize(("fmt", "level"), [("tar.gz", 3), ("tar.zst", 3)])
 def test_unset_the_level_is_the_formats_own_and_any_thread_count_writes_the_same_bytes(
     fmt: str, level: int, built: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """What a spec without `pack:` gets (gzip 3 / zstd 4, every core), and that the thread count
+    """What a spec without `pack:` gets (gzip 3 / zstd 3, every core), and that the thread count
     changes no byte: zstd's 0 would be its single-threaded mode, whose bytes differ."""
-    from baseliner.pack import DEFAULT_LEVEL
-    from baseliner.spec import PackSpec
+    from baseliner.spec import DEFAULT_LEVEL, PackSpec
 
     _, prefix = built
     assert (PackSpec(format=fmt).compress_level, PackSpec().threads, DEFAULT_LEVEL[fmt]) == (None, -1, level)  # type: ignore[arg-type]
@@ -227,11 +226,19 @@ def test_unset_the_level_is_the_formats_own_and_any_thread_count_writes_the_same
     assert same == {default.sha256} != {other}
 
 
-def test_the_thread_count_is_not_part_of_a_build_key() -> None:
-    from baseliner.spec import PackSpec
+def test_a_build_key_holds_the_level_packed_at_and_not_the_thread_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from baseliner.spec import DEFAULT_LEVEL, PackSpec
 
     assert PackSpec(threads=1).output_fields() == PackSpec(threads=8).output_fields()
     assert PackSpec(compress_level=4).output_fields() != PackSpec().output_fields()
+    # an unset level is keyed as the level it packs at: the same key as naming it ...
+    assert PackSpec().output_fields() == PackSpec(compress_level=DEFAULT_LEVEL["tar.gz"]).output_fields()
+    before = PackSpec(format="tar.zst").output_fields()
+    # ... so a release with a new default packs again instead of keeping bytes the key no longer names
+    monkeypatch.setitem(DEFAULT_LEVEL, "tar.zst", DEFAULT_LEVEL["tar.zst"] + 1)
+    assert PackSpec(format="tar.zst").output_fields() != before
 
 
 def test_the_archive_holds_what_conda_pack_itself_writes(built: tuple[Path, Path], tmp_path: Path) -> None:
