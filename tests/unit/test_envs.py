@@ -103,6 +103,12 @@ def test_a_record_edit_that_cannot_be_made_in_place_is_written_whole() -> None:
         _with_top_level(json.dumps(twice, indent=2), twice, {**twice, "url": "u"})
         == json.dumps({**twice, "url": "u"}, indent=1) + "\n"
     )
+    # The one occurrence nested, the top-level pair spaced otherwise: the nested one is left alone
+    nested = '{\n  "link": {\n    "url": "file:///m/x.conda"\n  },\n  "url":  "file:///m/x.conda"\n}'
+    edited = json.loads(_with_top_level(nested, json.loads(nested), {**json.loads(nested), "url": "u"}))
+    assert edited == {"link": {"url": "file:///m/x.conda"}, "url": "u"}
+    compact = json.dumps(old)  # no line starts a key: written whole
+    assert _with_top_level(compact, old, new) == json.dumps(new, indent=1) + "\n"
     missing = {"url": "file:///m/x.conda"}  # a key the record lacks is added by a full dump
     assert _with_top_level(json.dumps(missing), missing, new) == json.dumps(new, indent=1) + "\n"
     escaped = {"url": "file:///m/\u00e9.conda"}  # written unescaped by the installer: no match
